@@ -1,0 +1,1 @@
+"""rgmim-bench: a benchmark suite for self-supervised learning on chest X-rays."""

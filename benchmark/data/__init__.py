@@ -1,0 +1,1 @@
+"""Datasets, splits, label fractions, the decoded-image cache and batched views."""

@@ -1,0 +1,1 @@
+"""Shared training machinery: written once, used by every method."""

@@ -1,0 +1,169 @@
+"""The pretraining loop shared by every pretraining method, and the cache of pretrained encoders.
+
+Pretraining is label-free over the whole training pool and independent of the label fraction, so
+its result is cached under a key of everything that affects it and reused by every fine-tuning run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from tqdm import tqdm
+
+from benchmark.config import Config, ConfigError, stable_hash, to_dict
+from benchmark.data.prepare import PreparedData
+from benchmark.data.views import make_view
+from benchmark.engine.batches import TensorPool
+from benchmark.engine.checkpoint import load_torch, save_json, save_torch
+from benchmark.engine.runtime import TrainingError, autocast, lr_at, restore_rng_state, rng_state, set_lr
+from methods.base import Method, Pretrainer
+
+
+@dataclass
+class PretrainedEncoder:
+    arch: str
+    state: dict  # encoder state_dict
+    summary: dict  # goes into the run record's "pretrain" field
+
+
+def encoder_cache_key(method: Method, config: Config, data: PreparedData) -> str:
+    """Everything that changes the pretrained weights, and nothing else (no fraction, no paths)."""
+    data_settings = {k: v for k, v in to_dict(config)["data"].items()
+                     if k not in ("root", "cache_dir", "num_workers", "missing_masks")}
+    payload = {"method": method.name, "profile": config.profile, "model": to_dict(config)["model"],
+               "pretrain": to_dict(config)["pretrain"], "data": data_settings, "seed": config.seed,
+               "dataset": data.fingerprint, "amp": config.amp,
+               "weights": config.resnet_weights if method.init == "imagenet" else None}
+    return f"{method.name}-{stable_hash(payload, 16)}"
+
+
+def pretrained_encoder(method: Method, config: Config, data: PreparedData, device: torch.device,
+                       cache_root: Path, progress: bool = True) -> PretrainedEncoder:
+    """Reuse the cached encoder for this key, or pretrain (resuming from the last epoch) and cache it."""
+    key = encoder_cache_key(method, config, data)
+    directory = cache_root / "pretrained" / key
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder_file, summary_file = directory / "encoder.pt", directory / "summary.json"
+    with FileLock(str(directory / ".lock")):  # two jobs asking for the same encoder: one trains
+        if encoder_file.exists() and summary_file.exists():
+            print(f"[pretrain] reusing cached encoder {key} ({directory})", flush=True)
+            saved = load_torch(encoder_file)
+            summary = {**json.loads(summary_file.read_text()), "reused": True}
+            return PretrainedEncoder(saved["arch"], saved["state"], summary)
+        summary, model = train(method, config, data, device, directory / "checkpoint.pt", progress)
+        summary.update(cache_key=key, reused=False)
+        state = {name: tensor.detach().cpu() for name, tensor in model.encoder().state_dict().items()}
+        save_torch({"arch": model.arch, "state": state}, encoder_file)
+        save_json(summary, summary_file)
+        (directory / "checkpoint.pt").unlink(missing_ok=True)
+        return PretrainedEncoder(model.arch, state, summary)
+
+
+def build_optimizer(model: Pretrainer, config: Config) -> tuple[torch.optim.Optimizer, float, float]:
+    """(optimizer, base lr, warmup steps per epoch-fraction unit) following the method's recipe."""
+    settings = config.pretrain
+    if model.optimizer == "adamw":  # T1: AdamW, lr = blr * B / 256, betas (0.9, 0.95), wd 0.05
+        base_lr = settings.blr * settings.batch_size / 256
+        return torch.optim.AdamW(model.param_groups(settings.weight_decay), lr=base_lr,
+                                 betas=settings.betas), base_lr, settings.warmup_epochs
+    # spec §3: SGD, lr = 0.05 * B / 256, momentum 0.9, wd 1e-4, cosine to 0 without warmup
+    base_lr = settings.ssl_blr * settings.batch_size / 256
+    return torch.optim.SGD(model.param_groups(settings.ssl_weight_decay), lr=base_lr,
+                           momentum=settings.ssl_momentum), base_lr, 0.0
+
+
+def train(method: Method, config: Config, data: PreparedData, device: torch.device,
+          checkpoint_file: Path, progress: bool) -> tuple[dict, Pretrainer]:
+    settings = config.pretrain
+    torch.manual_seed(config.seed)
+    model = method.build_pretrainer(config).to(device)
+    pool = TensorPool(data.images, data.masks if model.uses_masks else None, data.labels, data.train_idx, device)
+    steps_per_epoch = len(pool) // settings.batch_size  # drop_last=True (spec §0.3)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"pretrain.batch_size={settings.batch_size} is larger than the training pool "
+                          f"({len(pool)} images): lower it")
+    total_steps = steps_per_epoch * settings.epochs
+    if settings.max_steps:
+        total_steps = min(total_steps, settings.max_steps)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    optimizer, base_lr, warmup_epochs = build_optimizer(model, config)
+    micro_batch = settings.batch_size // settings.accum_steps
+
+    history: list[dict] = []
+    start_epoch, started = 0, time.time()
+    if checkpoint_file.exists():
+        saved = load_torch(checkpoint_file)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        restore_rng_state(saved["rng"])
+        history, start_epoch = saved["history"], saved["epoch"]
+        print(f"[pretrain] resuming {method.name} from epoch {start_epoch}/{epochs}", flush=True)
+
+    bar = tqdm(total=total_steps * settings.batch_size, initial=start_epoch * steps_per_epoch * settings.batch_size,
+               unit="img", unit_scale=True, desc=f"pretrain {method.name}", disable=not progress, smoothing=0.1)
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        epoch_started = time.time()
+        loss_sum = torch.zeros((), device=device)
+        stat_sums: dict[str, torch.Tensor] = {}
+        steps_done = 0
+        batches = pool.batches(micro_batch, config.seed, epoch, drop_last=True)
+        for step_in_epoch in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + step_in_epoch
+            if step >= total_steps:
+                break
+            set_lr(optimizer, lr_at(step, total_steps, warmup_epochs * steps_per_epoch, base_lr, 0.0), base_lr)
+            for _ in range(settings.accum_steps):
+                images, masks, _ = next(batches)
+                views, view_masks = [], None
+                for index, spec in enumerate(model.view_specs):
+                    view, aligned = make_view(images, spec, data.image_size, masks if index == 0 else None)
+                    views.append(view)
+                    view_masks = aligned if index == 0 else view_masks
+                with autocast(device, config):
+                    loss, stats = model(views, view_masks)
+                (loss / settings.accum_steps).backward()
+                loss_sum += loss.detach() / settings.accum_steps
+                for name, value in stats.items():
+                    stat_sums[name] = stat_sums.get(name, 0) + value.detach() / settings.accum_steps
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.after_step(step, total_steps)
+            steps_done += 1
+            bar.update(settings.batch_size)
+            if step_in_epoch % 10 == 0:  # a host sync only every few steps
+                check_finite(loss_sum, method, epoch, step_in_epoch, optimizer)
+                bar.set_postfix(loss=f"{loss_sum.item() / steps_done:.4f}")
+        check_finite(loss_sum, method, epoch, steps_done, optimizer)
+        record = {"epoch": epoch + 1, "loss": loss_sum.item() / max(1, steps_done),
+                  "wall_time_s": time.time() - epoch_started}
+        record.update({name: float(value) / max(1, steps_done) for name, value in stat_sums.items()})
+        history.append(record)
+        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                    "history": history, "epoch": epoch + 1}, checkpoint_file)
+    bar.close()
+    wall = sum(entry["wall_time_s"] for entry in history)
+    images_seen = min(total_steps, epochs * steps_per_epoch) * settings.batch_size
+    summary = {
+        "epochs": epochs, "steps": total_steps, "batch_size": settings.batch_size, "base_lr": base_lr,
+        "wall_time_s": wall, "images_per_s": images_seen / wall if wall > 0 else None,
+        "loss_history": [entry["loss"] for entry in history],
+        "masking": [{k: v for k, v in entry.items() if k not in ("loss", "wall_time_s")} for entry in history]
+        if model.uses_masks or method.uses_mask_ratio else None,
+        "resumed_from_epoch": start_epoch or None, "elapsed_this_process_s": time.time() - started,
+    }
+    return summary, model
+
+
+def check_finite(loss_sum: torch.Tensor, method: Method, epoch: int, step: int,
+                 optimizer: torch.optim.Optimizer) -> None:
+    if not torch.isfinite(loss_sum):
+        lr = optimizer.param_groups[0]["lr"]
+        raise TrainingError(f"{method.name} pretraining loss became {loss_sum.item()} at epoch {epoch + 1}, "
+                            f"step {step} (lr {lr:.3g}); lower the learning rate or turn amp off")

@@ -1,0 +1,85 @@
+"""Device, precision, learning-rate schedule, RNG state, hardware and code-version facts."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from benchmark.config import Config, ConfigError
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (for example a non-finite loss); the message says where and why."""
+
+
+def resolve_device(config: Config) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={config.device}: no CUDA GPU is available here (use device=cpu or auto)")
+    return device
+
+
+def autocast(device: torch.device, config: Config) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA by default (issue: bf16 on GPU); on CPU only when amp=bf16 is asked for."""
+    enabled = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def lr_at(step: float, total_steps: int, warmup_steps: float, base_lr: float, min_lr: float) -> float:
+    """Linear warmup, then half-cycle cosine to min_lr, per iteration (MAE util/lr_sched.py)."""
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
+    progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, base_lr: float) -> None:
+    """Scheduled lr for every group; `fixed_lr` groups keep base_lr; `lr_scale` is layer-wise decay."""
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr if group.get("fixed_lr") else lr * group.get("lr_scale", 1.0)
+
+
+def rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def hardware(device: torch.device) -> dict:
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {
+        "device": device.type, "gpu": gpu, "gpu_count": torch.cuda.device_count(),
+        "torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+        "hostname": platform.node(), "platform": platform.platform(),
+    }
+
+
+def code_version() -> dict:
+    """The git commit of this checkout (and whether it had uncommitted changes), when available."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}

@@ -1,0 +1,102 @@
+"""The masked autoencoder shared by MAE and RGMIM; they differ only in the masking function (§4.1).
+
+Encoder and decoder are lightly's masked-ViT modules over a timm ViT, composed as lightly's MAE
+example does (spec §1). Loss: paper Eq. 5, the mean squared error over the masked patches.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from lightly.models import utils
+from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVisionTransformerTIMM
+from lightly.transforms import MAETransform
+from timm.optim import param_groups_weight_decay
+from torch import nn
+
+from benchmark.config import Config
+from benchmark.data.views import view_from_lightly
+from methods.backbones import PATCH_SIZE, build_vit
+from methods.base import Pretrainer
+from methods.masking import patch_validity
+
+Masking = Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, norm_pix: bool) -> torch.Tensor:
+    """Eq. 5: ||Y_M - X_M||^2 / (m * T^2 * C), averaged over the batch."""
+    if norm_pix:  # MAE's --norm_pix_loss option (off by default, spec §1)
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6) ** 0.5
+    return ((pred - target) ** 2).mean()
+
+
+class MaskedAutoencoder(Pretrainer):
+    arch = "vit"
+    optimizer = "adamw"
+
+    uses_masks = True  # RGMIM masks by them; MAE only logs how many lung patches it hides
+
+    def __init__(self, config: Config, masking: Masking):
+        super().__init__()
+        self.masking = masking
+        self.mask_ratio = config.pretrain.mask_ratio
+        self.norm_pix_loss = config.pretrain.norm_pix_loss
+        self.min_overlap = config.pretrain.min_overlap
+        # spec §1: MAE's RandomResizedCrop(scale=(min_scale, 1)) + flip, as lightly's MAETransform
+        self.view_specs = (view_from_lightly(MAETransform, min_scale=config.pretrain.min_scale),)
+        vit = build_vit(config)
+        self.backbone = MaskedVisionTransformerTIMM(
+            vit=vit, pos_embed_initialization=config.model.pos_embed)
+        self.num_patches = vit.patch_embed.num_patches
+        self.decoder_embed = nn.Linear(vit.embed_dim, config.model.decoder_dim)
+        self.decoder = MaskedVisionTransformerDecoderTIMM(
+            num_patches=self.num_patches, embed_dim=config.model.decoder_dim,
+            depth=config.model.decoder_depth, num_heads=config.model.decoder_heads)
+        self.prediction_head = nn.Linear(config.model.decoder_dim, PATCH_SIZE ** 2 * 3)
+
+    def encoder(self) -> nn.Module:
+        return self.backbone.vit
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        # MAE main_pretrain.py: no decay for biases, norms and the (fixed or learned) tokens.
+        tokens = [name for name, _ in self.named_parameters()
+                  if name.split(".")[-1] in ("pos_embed", "cls_token", "mask_token")]
+        return param_groups_weight_decay(self, weight_decay, no_weight_decay_list=tokens)
+
+    def forward(self, views: list[torch.Tensor], masks: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        images = views[0]
+        batch = images.shape[0]
+        if masks is not None:
+            valid = patch_validity(masks, PATCH_SIZE, self.min_overlap)
+        else:
+            valid = torch.zeros(batch, self.num_patches, dtype=torch.bool, device=images.device)
+        visible, masked = self.masking(valid, self.mask_ratio)
+        zeros = torch.zeros(batch, 1, dtype=visible.dtype, device=visible.device)
+        idx_keep = torch.cat([zeros, visible + 1], dim=1)  # index 0 is the cls token, always kept
+        idx_mask = masked + 1
+
+        tokens = self.backbone.encode(images, idx_keep=idx_keep)
+        tokens = self.decoder_embed(tokens)
+        sequence = utils.repeat_token(self.decoder.mask_token, (batch, self.decoder.sequence_length))
+        sequence = utils.set_at_index(sequence, idx_keep, tokens.type_as(sequence))
+        decoded = self.decoder(sequence)
+        prediction = self.prediction_head(utils.get_at_index(decoded, idx_mask))
+        target = utils.get_at_index(utils.patchify(images, PATCH_SIZE), masked)
+        loss = reconstruction_loss(prediction.float(), target.float(), self.norm_pix_loss)
+        return loss, masking_stats(valid, visible, masked)
+
+
+def masking_stats(valid: torch.Tensor, visible: torch.Tensor, masked: torch.Tensor) -> dict:
+    """Per-batch means: valid patches per image, share of masked that are valid, share of valid left visible."""
+    valid_count = valid.sum(dim=1).float()
+    masked_valid = torch.gather(valid, 1, masked).sum(dim=1).float()
+    visible_valid = torch.gather(valid, 1, visible).sum(dim=1).float()
+    has_valid = valid_count > 0
+    visible_share = torch.where(has_valid, visible_valid / valid_count.clamp(min=1), torch.zeros_like(valid_count))
+    return {
+        "mean_valid_patches": valid_count.mean(),
+        "masked_valid_fraction": (masked_valid / masked.shape[1]).mean(),
+        "visible_valid_fraction": visible_share.sum() / has_valid.sum().clamp(min=1),
+    }

@@ -1,0 +1,56 @@
+"""SKD (Li et al., ICASSP 2022): BYOL plus a batch-knowledge-ensembled self-distillation target.
+
+RECONSTRUCTION (spec §5): the paper's method section is not public. The target is BAKE's closed-form
+propagation over the batch affinity of the momentum projections, (1 - w)(I - wW)^-1 z.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.config import Config
+from methods.base import Method
+from methods.byol import BYOL
+
+
+def ensembled_target(values: torch.Tensor, anchors: torch.Tensor, omega: float, tau: float) -> torch.Tensor:
+    """(1 - w)(I - wW)^-1 values, W = row-softmax of anchor cosine affinities / tau without the diagonal."""
+    anchors = F.normalize(anchors.float(), dim=1)
+    affinity = anchors @ anchors.T / tau
+    affinity.fill_diagonal_(float("-inf"))  # each row spreads over the *other* images
+    weights = affinity.softmax(dim=1)
+    identity = torch.eye(len(values), device=values.device)
+    return torch.linalg.solve(identity - omega * weights, (1 - omega) * values.float())
+
+
+class SKD(BYOL):
+    def __init__(self, config: Config):
+        super().__init__(config)
+        settings = config.pretrain
+        self.variant, self.weight = settings.skd_variant, settings.skd_weight
+        self.omega, self.tau, self.kd_temperature = settings.skd_omega, settings.skd_tau, settings.skd_kl_temperature
+
+    def loss(self, predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+        with torch.autocast(device_type=predictions[0].device.type, enabled=False):  # solve in float32
+            distill = 0.5 * (self.distillation(predictions[0], targets[1])
+                             + self.distillation(predictions[1], targets[0]))
+        return super().loss(predictions, targets) + self.weight * distill
+
+    def distillation(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.detach().float()
+        if self.variant == "cosine":
+            ensembled = F.normalize(ensembled_target(F.normalize(target, dim=1), target, self.omega, self.tau), dim=1)
+            return self.criterion(prediction.float(), ensembled)
+        # "kl": BAKE's KD on softened distributions, T^2 * KL(target || student)
+        soft_target = ensembled_target((target / self.kd_temperature).softmax(dim=1), target, self.omega, self.tau)
+        log_student = (prediction.float() / self.kd_temperature).log_softmax(dim=1)
+        return self.kd_temperature ** 2 * F.kl_div(log_student, soft_target, reduction="batchmean")
+
+
+METHOD = Method(
+    name="skd", display="SKD", archs=("resnet",),
+    pretext="BYOL + batch-knowledge-ensembling self-distillation (reconstructed)",
+    reference="Li et al., Self-knowledge distillation based SSL for COVID-19 detection, ICASSP 2022 (paper ref. [47])",
+    build_pretrainer=SKD,
+)

@@ -1,0 +1,122 @@
+"""Method internals: Eq. 5, BYOL's momentum update, the SKD target, offline ImageNet weights."""
+
+import pytest
+import timm
+import torch
+import torchvision
+
+from benchmark.config import ConfigError, build_config
+from methods import METHODS
+from methods.backbones import load_imagenet_encoder
+from methods.mim import MaskedAutoencoder, reconstruction_loss
+from methods.skd import ensembled_target
+
+
+def smoke_config(**overrides):
+    config, _ = build_config("smoke", [f"{k}={v}" for k, v in overrides.items()])
+    return config
+
+
+def test_reconstruction_loss_is_eq5_on_a_hand_built_example():
+    prediction = torch.zeros(1, 2, 3)
+    target = torch.tensor([[[1.0, 2.0, 2.0], [0.0, 0.0, 3.0]]])
+    # Eq. 5: ||Y_M - X_M||^2 / (m * T^2 * C) with m = 2 masked patches of 3 values each
+    assert reconstruction_loss(prediction, target, norm_pix=False).item() == pytest.approx((1 + 4 + 4 + 9) / 6)
+
+
+def test_mim_loss_targets_exactly_the_masked_patches():
+    config = smoke_config()
+    masked_ids = torch.tensor([[0, 5, 10], [3, 7, 15]])
+
+    def fixed_masking(valid, ratio):
+        everything = torch.arange(valid.shape[1]).expand(valid.shape[0], -1)
+        keep = torch.stack([row[~torch.isin(row, m)] for row, m in zip(everything, masked_ids)])
+        return keep, masked_ids
+
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(config, fixed_masking)
+    torch.nn.init.zeros_(model.prediction_head.weight)
+    torch.nn.init.zeros_(model.prediction_head.bias)  # predictions are 0, so the loss is mean(target^2)
+    images = torch.randn(2, 3, 64, 64)
+    loss, _ = model([images], torch.zeros(2, 1, 64, 64))
+    grid = 64 // 16
+    expected = []
+    for b in range(2):
+        for patch in masked_ids[b].tolist():
+            row, col = divmod(patch, grid)
+            pixels = images[b, :, row * 16:(row + 1) * 16, col * 16:(col + 1) * 16]
+            expected.append((pixels ** 2).mean())
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+
+
+def test_byol_momentum_update_follows_the_cosine_schedule():
+    model = METHODS["byol"].build_pretrainer(smoke_config())
+    with torch.no_grad():
+        for online, target in zip(model.backbone.parameters(), model.backbone_momentum.parameters()):
+            online.fill_(1.0)
+            target.fill_(0.0)
+    model.after_step(0, 100)  # momentum 0.99 at step 0: target = 0.99 * target + 0.01 * online
+    target = next(model.backbone_momentum.parameters())
+    assert torch.allclose(target, torch.full_like(target, 0.01))
+    assert not any(p.requires_grad for p in model.backbone_momentum.parameters())
+
+
+def test_skd_target_is_the_closed_form_of_batch_knowledge_propagation():
+    torch.manual_seed(0)
+    anchors = torch.randn(5, 8)
+    values = torch.nn.functional.normalize(anchors, dim=1)
+    omega, tau = 0.5, 0.1
+    result = ensembled_target(values, anchors, omega, tau)
+    affinity = values @ values.T / tau
+    affinity.fill_diagonal_(float("-inf"))
+    weights = affinity.softmax(dim=1)
+    assert torch.allclose(weights.diagonal(), torch.zeros(5))
+    series = sum((1 - omega) * omega ** k * torch.linalg.matrix_power(weights, k) @ values for k in range(60))
+    assert torch.allclose(result, series, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["cosine", "kl"])
+def test_skd_loss_adds_a_finite_distillation_term(variant):
+    config = smoke_config(**{"pretrain.skd_variant": variant})
+    torch.manual_seed(0)
+    model = METHODS["skd"].build_pretrainer(config)
+    views = [torch.randn(6, 3, 64, 64), torch.randn(6, 3, 64, 64)]
+    loss, _ = model(views, None)
+    predictions = [model.prediction_head(model.projection_head(model.backbone(v))) for v in views]
+    targets = [model.projection_head_momentum(model.backbone_momentum(v)) for v in views]
+    byol_only = super(type(model), model).loss(predictions, targets)
+    assert torch.isfinite(loss) and not torch.isclose(loss, byol_only)
+
+
+def test_resnet_weights_load_offline_from_a_local_file(tmp_path):
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    encoder = load_imagenet_encoder(smoke_config(resnet_weights=path), "resnet")
+    assert torch.equal(encoder.conv1.weight, reference.conv1.weight)
+    assert isinstance(encoder.fc, torch.nn.Identity)
+
+
+def test_vit_weights_load_offline_from_a_local_file(tmp_path):
+    config = smoke_config()
+    reference = timm.create_model(config.model.vit, pretrained=False, depth=2, img_size=64)
+    path = tmp_path / "vit.pth"
+    torch.save(reference.state_dict(), path)
+    encoder = load_imagenet_encoder(smoke_config(vit_weights=path), "vit")
+    assert torch.equal(encoder.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
+    assert encoder.num_classes == 0  # the 1000-class head is dropped
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(ConfigError, match="nope.pth"):
+        load_imagenet_encoder(smoke_config(resnet_weights=missing), "resnet")
+    with pytest.raises(ConfigError, match="--weights"):
+        load_imagenet_encoder(smoke_config(), "vit")
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"something.else": torch.zeros(1)}, path)
+    with pytest.raises(ConfigError, match="other.pth"):
+        load_imagenet_encoder(smoke_config(resnet_weights=path), "resnet")
