@@ -81,6 +81,7 @@ def methods_command(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from benchmark.data import commands as data_commands
+    from benchmark.report import add_parser as add_report_parser
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmark",
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=methods_command)
 
     data_commands.add_parser(commands, add_config_options)
+    add_report_parser(commands, add_config_options)
     return parser
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from benchmark.config import Config, ConfigError, describe, stable_hash, to_dict
-from benchmark.data.cache import cache_root
+from benchmark.data.cache import resolve_cache_root
 from benchmark.data.prepare import prepare
 from benchmark.data.splits import check_fraction
 from benchmark.engine.finetune import finetune
@@ -48,6 +48,16 @@ def run_id(method: Method, arch: str, fraction: float, config: Config) -> str:
     return f"{method.name}-{arch}-f{fraction:g}-s{config.seed}-{digest}"
 
 
+def pretrain_only(method_name: str, config: Config, progress: bool = True) -> dict:
+    """Pretrain (or find cached) the encoder a method needs; sweeps run this once per encoder."""
+    method, _ = resolve_method(method_name, None)
+    if method.build_pretrainer is None:
+        raise ConfigError(f"--method {method_name}: has no pretraining stage")
+    data = prepare(config.data, progress=progress)
+    return pretrained_encoder(method, config, data, resolve_device(config), resolve_cache_root(config.data),
+                              progress).summary
+
+
 def record_path(results: Path, identifier: str) -> Path:
     return results / "runs" / f"{identifier}.json"
 
@@ -71,7 +81,7 @@ def execute(method_name: str, fraction: float, config: Config, results: Path, ar
     started_at = datetime.now(timezone.utc).isoformat()
     device = resolve_device(config)
     data = prepare(config.data, progress=progress)
-    root = cache_root(config.data)
+    root = resolve_cache_root(config.data)
 
     pretrain_summary = None
     if method.build_pretrainer is not None:

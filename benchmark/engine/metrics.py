@@ -35,7 +35,8 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classe
         "accuracy": float((predictions == labels).mean()),
         "macro_f1": float(f1.mean()),
         "per_class_recall": {name: float(r) for name, r in zip(classes, recall)},
-        "auroc": {name: a for name, a in zip(classes, auroc)},
-        "macro_auroc": float(np.nanmean(auroc)) if not np.all(np.isnan(auroc)) else float("nan"),
+        # null, not NaN, where a class is absent from the test set (JSON has no NaN)
+        "auroc": {name: None if np.isnan(a) else a for name, a in zip(classes, auroc)},
+        "macro_auroc": None if np.all(np.isnan(auroc)) else float(np.nanmean(auroc)),
         "confusion": confusion.tolist(),
     }

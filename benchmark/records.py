@@ -1,0 +1,384 @@
+"""Run records: one JSON file per finished run, the single source of truth for every reported number.
+
+A record is written once, atomically, at the end of a run (``write_record``) and read back by the
+report (``load_records``), which skips unreadable or schema-invalid files with a warning instead of
+failing, so one bad file never hides the other results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+
+METHODS = ("rgmim", "mae", "skd", "cross", "byol", "simsiam", "transfer", "scratch")
+ARCHS = ("vit", "resnet")
+MIM_METHODS = frozenset({"rgmim", "mae"})
+NO_PRETRAIN_METHODS = frozenset({"transfer", "scratch"})
+
+METHOD_NAMES = {"rgmim": "RGMIM", "mae": "MAE", "skd": "SKD", "cross": "Cross", "byol": "BYOL",
+                "simsiam": "SimSiam", "transfer": "Transfer", "scratch": "Scratch"}
+ARCH_NAMES = {"vit": "ViT", "resnet": "ResNet"}
+
+# The paper's Table 2 rows, in its order, each with the backbone the paper used for it.
+PAPER_ROWS: tuple[tuple[str, str], ...] = (
+    ("rgmim", "vit"), ("mae", "vit"), ("skd", "resnet"), ("cross", "resnet"), ("byol", "resnet"),
+    ("simsiam", "resnet"), ("transfer", "vit"), ("transfer", "resnet"), ("scratch", "vit"), ("scratch", "resnet"),
+)
+# Methods the paper ran on both backbones; their row label always names the backbone.
+BOTH_BACKBONE_METHODS = frozenset({"transfer", "scratch"})
+
+# Top-level keys and, for sections, the keys each must hold. ``pretrain`` is null for transfer/scratch.
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "schema_version": (), "run_id": (), "method": (), "arch": (), "fraction": (), "seed": (),
+    "mask_ratio": (), "profile": (),
+    "dataset": ("name", "fingerprint", "classes", "train_pool", "test", "finetune_subset"),
+    "config": (),
+    "metrics": ("accuracy", "macro_f1", "per_class_recall", "auroc", "macro_auroc", "confusion",
+                "best_epoch_accuracy"),
+    "history": (),
+    "pretrain": ("cache_key", "reused", "wall_time_s", "images_per_s", "epochs", "loss_history"),
+    "finetune": ("wall_time_s", "images_per_s", "epochs"),
+    "hardware": ("device", "gpu", "torch", "cpu_count", "hostname"),
+    "code_version": ("commit", "dirty"),
+    "started_at": (), "finished_at": (),
+}
+HISTORY_KEYS = ("epoch", "train_loss", "accuracy", "macro_f1", "lr")
+
+
+class RecordError(ValueError):
+    """A run record file that cannot be used; the message names the file and says why."""
+
+
+class RecordWarning(UserWarning):
+    """A run record file was skipped while loading a results folder."""
+
+
+def row_label(method: str, arch: str) -> str:
+    """Display name of a Table 2 row: "RGMIM", "BYOL", "Transfer (ViT)", "BYOL (ViT)" off the paper's backbone."""
+    if (method, arch) in PAPER_ROWS and method not in BOTH_BACKBONE_METHODS:
+        return METHOD_NAMES[method]
+    return f"{METHOD_NAMES[method]} ({ARCH_NAMES[arch]})"
+
+
+def row_order(method: str, arch: str) -> int:
+    """Sort key: the paper's rows first in its order, then any other method/backbone pair."""
+    if (method, arch) in PAPER_ROWS:
+        return PAPER_ROWS.index((method, arch))
+    return len(PAPER_ROWS) + METHODS.index(method) * len(ARCHS) + ARCHS.index(arch)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_probability(value: Any) -> bool:
+    return _is_number(value) and 0.0 <= value <= 1.0
+
+
+def _non_finite_paths(value: Any, path: str) -> list[str]:
+    """Where NaN or infinity hides in nested data (JSON has no such values; undefined is null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _non_finite_paths(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in _non_finite_paths(item, f"{path}[{index}]")]
+    return []
+
+
+def _missing_keys(record: dict) -> list[str]:
+    problems = []
+    for key, nested in REQUIRED_KEYS.items():
+        if key not in record:
+            problems.append(f"missing key {key!r}")
+            continue
+        section = record[key]
+        if not nested or (key == "pretrain" and section is None):
+            continue
+        if not isinstance(section, dict):
+            problems.append(f"{key} must be an object, got {type(section).__name__}")
+            continue
+        problems.extend(f"missing key '{key}.{name}'" for name in nested if name not in section)
+    return problems
+
+
+def _check_class_map(values: Any, classes: list[str], name: str) -> list[str]:
+    if not isinstance(values, dict):
+        return [f"metrics.{name} must be an object keyed by class name"]
+    problems = []
+    if set(values) != set(classes):
+        problems.append(f"metrics.{name} classes {sorted(values)} differ from dataset.classes {sorted(classes)}")
+    problems.extend(f"metrics.{name}.{cls} must be a number in [0, 1] or null"
+                    for cls, value in values.items() if value is not None and not _is_probability(value))
+    return problems
+
+
+def _check_timestamp(value: Any, key: str) -> list[str]:
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return [f"{key} must be an ISO 8601 timestamp, got {value!r}"]
+    return []
+
+
+def validate_record(record: Any) -> list[str]:
+    """Every problem that makes ``record`` unusable, as readable sentences; empty if it is fine."""
+    if not isinstance(record, dict):
+        return [f"a record must be a JSON object, got {type(record).__name__}"]
+    problems = _missing_keys(record)
+    if problems:
+        return problems  # the checks below assume the structure is there
+    problems.extend(f"{path} is NaN or infinite; write null for an undefined value"
+                    for path in _non_finite_paths(record, "record"))
+
+    if record["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema_version {record['schema_version']!r} is not supported (this code reads {SCHEMA_VERSION})")
+    if not isinstance(record["run_id"], str) or not record["run_id"]:
+        problems.append("run_id must be a non-empty string")
+    method, arch = record["method"], record["arch"]
+    if method not in METHODS:
+        problems.append(f"method {method!r} is not one of {', '.join(METHODS)}")
+    if arch not in ARCHS:
+        problems.append(f"arch {arch!r} is not one of {', '.join(ARCHS)}")
+    if not (_is_number(record["fraction"]) and 0.0 < record["fraction"] <= 1.0):
+        problems.append(f"fraction must be a number in (0, 1], got {record['fraction']!r}")
+    if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
+        problems.append(f"seed must be an integer, got {record['seed']!r}")
+    mask_ratio = record["mask_ratio"]
+    if method in MIM_METHODS and not (_is_number(mask_ratio) and 0.0 < mask_ratio < 1.0):
+        problems.append(f"mask_ratio must be a number in (0, 1) for {method}, got {mask_ratio!r}")
+    if method not in MIM_METHODS and method in METHODS and mask_ratio is not None:
+        problems.append(f"mask_ratio must be null for {method} (not a masked-image-modeling method)")
+    if not isinstance(record["profile"], str) or not record["profile"]:
+        problems.append("profile must be a non-empty string")
+    if not isinstance(record["config"], dict):
+        problems.append("config must be an object")
+
+    dataset = record["dataset"]
+    classes = dataset["classes"]
+    if not isinstance(dataset["name"], str) or not isinstance(dataset["fingerprint"], str):
+        problems.append("dataset.name and dataset.fingerprint must be strings")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        problems.append("dataset.classes must be a non-empty list of class names")
+        classes = []
+
+    metrics = record["metrics"]
+    for name in ("accuracy", "macro_f1", "best_epoch_accuracy"):
+        if not _is_probability(metrics[name]):
+            problems.append(f"metrics.{name} must be a number in [0, 1], got {metrics[name]!r}")
+    if metrics["macro_auroc"] is not None and not _is_probability(metrics["macro_auroc"]):
+        problems.append(f"metrics.macro_auroc must be a number in [0, 1] or null, got {metrics['macro_auroc']!r}")
+    problems.extend(_check_class_map(metrics["per_class_recall"], classes, "per_class_recall"))
+    problems.extend(_check_class_map(metrics["auroc"], classes, "auroc"))
+    confusion = metrics["confusion"]
+    if not (isinstance(confusion, list) and len(confusion) == len(classes)
+            and all(isinstance(row, list) and len(row) == len(classes)
+                    and all(isinstance(n, int) and n >= 0 for n in row) for row in confusion)):
+        problems.append(f"metrics.confusion must be a {len(classes)} x {len(classes)} matrix of counts")
+
+    history = record["history"]
+    if not isinstance(history, list):
+        problems.append("history must be a list of per-epoch objects")
+    else:
+        for index, entry in enumerate(history):
+            if not isinstance(entry, dict) or any(key not in entry for key in HISTORY_KEYS):
+                problems.append(f"history[{index}] must be an object with keys {', '.join(HISTORY_KEYS)}")
+            elif not _is_probability(entry["accuracy"]) or not isinstance(entry["epoch"], int):
+                problems.append(f"history[{index}] needs an integer epoch and an accuracy in [0, 1]")
+
+    pretrain = record["pretrain"]
+    if method in NO_PRETRAIN_METHODS and pretrain is not None:
+        problems.append(f"pretrain must be null for {method} (it has no self-supervised pretraining)")
+    if method in METHODS and method not in NO_PRETRAIN_METHODS and pretrain is None:
+        problems.append(f"pretrain must be an object for {method}")
+    for name, section in (("pretrain", pretrain), ("finetune", record["finetune"])):
+        if isinstance(section, dict):
+            problems.extend(f"{name}.{key} must be a non-negative number, got {section[key]!r}"
+                            for key in ("wall_time_s", "images_per_s", "epochs")
+                            if not (_is_number(section[key]) and section[key] >= 0))
+    if not isinstance(record["hardware"], dict):
+        problems.append("hardware must be an object")
+    problems.extend(_check_timestamp(record["started_at"], "started_at"))
+    problems.extend(_check_timestamp(record["finished_at"], "finished_at"))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` atomically (see ``atomic_write_bytes``)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` so readers see the old file or the whole new one, never a partial file.
+
+    A temporary file in the same folder (same filesystem, so the rename is atomic) is written,
+    fsynced and renamed over ``path``; on any failure the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself; not every platform can open a directory, which is fine to skip."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _to_builtin(value: Any) -> Any:
+    """JSON fallback for numpy/torch scalars and arrays, which all offer ``tolist``."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Validate ``record`` and write it atomically as JSON; raises RecordError before writing if invalid."""
+    path = Path(path)
+    normalised = json.loads(json.dumps(record, default=_to_builtin))
+    problems = validate_record(normalised)
+    if problems:
+        raise RecordError(f"{path}: refusing to write an invalid run record: " + "; ".join(problems))
+    atomic_write_text(path, json.dumps(normalised, indent=2, allow_nan=False) + "\n")
+
+
+def read_record(path: Path) -> dict:
+    """Read and validate one record; raises RecordError naming the file and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecordError(f"{path}: cannot read run record ({error})") from error
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RecordError(f"{path}: not valid JSON, truncated or corrupt "
+                          f"({error.msg} at line {error.lineno}, column {error.colno})") from error
+    problems = validate_record(record)
+    if problems:
+        raise RecordError(f"{path}: invalid run record: " + "; ".join(problems))
+    return record
+
+
+@dataclass
+class RecordScan:
+    """The usable records of a folder and the files skipped, each with the reason."""
+
+    records: list[dict] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan_records(directory: Path) -> RecordScan:
+    """Read every ``*.json`` in ``directory`` (sorted by name); a missing folder holds no records."""
+    scan = RecordScan()
+    directory = Path(directory)
+    if not directory.is_dir():
+        return scan
+    for path in sorted(directory.glob("*.json")):
+        try:
+            scan.records.append(read_record(path))
+        except RecordError as error:
+            scan.skipped.append((path, str(error)))
+    return scan
+
+
+def load_records(directory: Path) -> list[dict]:
+    """Every valid record in ``directory``; each unusable file is skipped with a RecordWarning naming it."""
+    scan = scan_records(directory)
+    for _, reason in scan.skipped:
+        warnings.warn(f"skipping {reason}", RecordWarning, stacklevel=2)
+    return scan.records
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+def _record_row(record: dict) -> dict[str, Any]:
+    method, arch = record["method"], record["arch"]
+    metrics, dataset, hardware = record["metrics"], record["dataset"], record["hardware"]
+    pretrain = record["pretrain"] or {}
+    row: dict[str, Any] = {
+        "run_id": record["run_id"],
+        "method": method,
+        "arch": arch,
+        "row": row_label(method, arch),
+        "row_order": row_order(method, arch),
+        # Rounded so that 0.1 written by different code paths groups as one fraction.
+        "fraction": round(float(record["fraction"]), 6),
+        "seed": record["seed"],
+        "mask_ratio": None if record["mask_ratio"] is None else round(float(record["mask_ratio"]), 6),
+        "profile": record["profile"],
+        "dataset": dataset["name"],
+        "fingerprint": dataset["fingerprint"],
+        "train_pool": dataset["train_pool"],
+        "test_size": dataset["test"],
+        "finetune_subset": dataset["finetune_subset"],
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "macro_auroc": metrics["macro_auroc"],
+        "best_epoch_accuracy": metrics["best_epoch_accuracy"],
+    }
+    row.update({f"recall_{cls}": value for cls, value in metrics["per_class_recall"].items()})
+    row.update({f"auroc_{cls}": value for cls, value in metrics["auroc"].items()})
+    row.update({
+        "pretrain_reused": pretrain.get("reused"),
+        "pretrain_epochs": pretrain.get("epochs"),
+        "pretrain_wall_time_s": pretrain.get("wall_time_s"),
+        "pretrain_images_per_s": pretrain.get("images_per_s"),
+        "finetune_epochs": record["finetune"]["epochs"],
+        "finetune_wall_time_s": record["finetune"]["wall_time_s"],
+        "finetune_images_per_s": record["finetune"]["images_per_s"],
+        "device": hardware["device"],
+        "gpu": hardware["gpu"],
+        "cpu_count": hardware["cpu_count"],
+        "torch": hardware["torch"],
+        "commit": record["code_version"]["commit"],
+        "dirty": record["code_version"]["dirty"],
+        "started_at": record["started_at"],
+        "finished_at": record["finished_at"],
+    })
+    return row
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run with flattened columns, sorted by dataset, profile, paper row order, fraction, seed."""
+    frame = pd.DataFrame([_record_row(record) for record in records])
+    if frame.empty:
+        return frame
+    frame["mask_ratio"] = frame["mask_ratio"].astype(float)
+    sort_keys = ["dataset", "fingerprint", "profile", "row_order", "fraction", "mask_ratio", "seed", "run_id"]
+    return frame.sort_values(sort_keys, na_position="first").reset_index(drop=True)

@@ -1,0 +1,256 @@
+"""The generated report: tables, paired differences, sections, banners, figures and runs.csv, built
+from real record files on disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from benchmark.records import PAPER_ROWS, RecordWarning, write_record
+from benchmark.report import add_parser, build_report, paper
+from benchmark.report.tables import bootstrap_mean_ci, group_sections, paired_differences, table2_stats
+from test_records import make_record  # pytest puts tests/ on sys.path (rootdir-less test modules)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_runs(results: Path, records: list[dict]) -> None:
+    for record in records:
+        write_record(results / "runs" / f"{record['run_id']}.json", record)
+
+
+def suite_records() -> list[dict]:
+    """Every paper row at every Table 2 fraction with 2-3 seeds, plus a Table 3 mask-ratio sweep."""
+    records = [make_record(method, arch, fraction, seed, epochs=5)
+               for method, arch in PAPER_ROWS for fraction in paper.TABLE2_FRACTIONS
+               for seed in ((0, 1, 2) if method in ("rgmim", "mae") else (0, 1))]
+    records += [make_record(method, "vit", 1.0, seed, mask_ratio=ratio, epochs=5)
+                for method in ("rgmim", "mae") for ratio in (0.15, 0.45, 0.9) for seed in (0, 1)]
+    return records
+
+
+def section_text(readme: str, title: str) -> str:
+    """The README text of the section whose heading is ``## title``."""
+    start = readme.index(f"## {title}\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start:] if end == -1 else readme[start:end]
+
+
+def table_row(markdown: str, first_cell: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {first_cell} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> tuple[Path, str]:
+    results = tmp_path_factory.mktemp("results")
+    write_runs(results, suite_records())
+    readme = build_report(results)
+    return results, readme.read_text(encoding="utf-8")
+
+
+def test_readme_says_it_is_generated_and_by_which_command(full_report) -> None:
+    _, readme = full_report
+    head = "\n".join(readme.splitlines()[:5])
+    assert "Generated" in head and "`python -m benchmark report`" in head
+
+
+def test_every_referenced_png_exists_and_is_valid(full_report) -> None:
+    results, readme = full_report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)
+    assert len(links) == 4  # Fig. 4 style, all-method curves, vs fraction, vs mask ratio
+    for link in links:
+        path = results / link
+        assert path.read_bytes().startswith(PNG_SIGNATURE), link
+        height, width, _ = imread(path).shape
+        assert height > 300 and width > 600, link
+    assert sorted(p.name for p in (results / "plots").iterdir()) == sorted(Path(link).name for link in links)
+
+
+def test_runs_csv_has_one_row_per_record_and_no_temporary_files_remain(full_report) -> None:
+    results, _ = full_report
+    frame = pd.read_csv(results / "runs.csv")
+    assert len(frame) == len(suite_records())
+    assert {"run_id", "row", "accuracy", "recall_COVID", "superseded"} <= set(frame.columns)
+    assert not list(results.rglob("*.tmp"))
+
+
+def test_full_report_has_every_table(full_report) -> None:
+    _, readme = full_report
+    for heading in ("Table 2", "Table 3", "RGMIM − MAE, paired by seed", "Per-class recall and AUROC", "Cost",
+                    "Protocol"):
+        assert f"### {heading}" in readme
+    rows = [line.split("|")[1].strip() for line in section_text(readme, "phantom · cpu profile").split(
+        "### Table 3")[0].splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    assert rows == ["Method", "RGMIM", "MAE", "SKD", "Cross", "BYOL", "SimSiam", "Transfer (ViT)",
+                    "Transfer (ResNet)", "Scratch (ViT)", "Scratch (ResNet)"]
+    assert "Image size 128 px" in readme and "vit_tiny_patch16_224" in readme  # from the cpu config
+    assert "Pretraining: 10 epochs, batch 64" in readme
+
+
+def test_table2_cells_mean_std_n_bold_and_paper(tmp_path: Path) -> None:
+    records = [make_record("rgmim", "vit", 0.05, seed, accuracy) for seed, accuracy in enumerate((0.80, 0.82, 0.84))]
+    records += [make_record("mae", "vit", 0.05, seed, accuracy) for seed, accuracy in enumerate((0.70, 0.72))]
+    records += [make_record("byol", "resnet", 0.01, 0, 0.60), make_record("byol", "resnet", 0.2, 0, 0.65)]
+    # Another mask ratio must stay out of Table 2 even though it would be the best cell.
+    records.append(make_record("mae", "vit", 0.05, 0, 0.99, mask_ratio=0.5))
+    write_runs(tmp_path, records)
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    table2 = readme.split("### Table 2")[1].split("### Table 3")[0]
+
+    assert table_row(table2, "Method") == ["Method", "1 %", "5 %", "20 %"]
+    assert table_row(table2, "RGMIM") == ["RGMIM", "—", "**0.820 ± 0.020** (n=3)<br>paper 0.893 · Δ −0.073", "—"]
+    assert table_row(table2, "MAE")[2] == "0.710 ± 0.014 (n=2)<br>paper 0.875 · Δ −0.165"
+    # One seed: no std; a fraction the paper did not run: no paper value.
+    assert table_row(table2, "BYOL") == ["BYOL", "**0.600** (n=1)<br>paper 0.683 · Δ −0.083", "—", "**0.650** (n=1)"]
+
+
+def test_table2_stats_numbers(tmp_path: Path) -> None:
+    records = [make_record("skd", "resnet", 0.5, seed, accuracy) for seed, accuracy in enumerate((0.9, 0.8, 0.7))]
+    stats = table2_stats(group_sections(records)[0].runs).iloc[0]
+    assert (stats["mean"], stats["n"], stats["paper"]) == (pytest.approx(0.8), 3, 0.947)
+    assert stats["std"] == pytest.approx(0.1)  # sample standard deviation, ddof = 1
+    assert stats["delta"] == pytest.approx(0.8 - 0.947)
+
+
+def test_table3_mask_ratios_at_full_labels(tmp_path: Path) -> None:
+    records = [make_record("rgmim", "vit", 1.0, seed, accuracy) for seed, accuracy in enumerate((0.90, 0.92))]
+    records += [make_record("rgmim", "vit", 1.0, seed, accuracy, mask_ratio=0.5)
+                for seed, accuracy in enumerate((0.85, 0.87))]
+    records += [make_record("mae", "vit", 1.0, 0, 0.88), make_record("mae", "vit", 0.5, 0, 0.99, mask_ratio=0.5)]
+    write_runs(tmp_path, records)
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    table3 = readme.split("### Table 3")[1].split("### RGMIM − MAE")[0]
+
+    assert table_row(table3, "Mask ratio") == ["Mask ratio", "RGMIM", "MAE"]
+    assert table_row(table3, "0.50") == ["0.50", "0.860 ± 0.014 (n=2)", "—"]  # the 50 % MAE run is not Table 3
+    assert table_row(table3, "0.75") == ["0.75", "**0.910 ± 0.014** (n=2)<br>paper 0.962 · Δ −0.052",
+                                         "**0.880** (n=1)<br>paper 0.956 · Δ −0.076"]
+
+
+def test_bootstrap_ci_known_answers() -> None:
+    # Resampled means of {0.01, 0.03} are 0.01, 0.02 or 0.03 with probability 1/4, 1/2, 1/4.
+    assert bootstrap_mean_ci([0.01, 0.03]) == pytest.approx((0.01, 0.03))
+    assert bootstrap_mean_ci([0.02, 0.02, 0.02]) == pytest.approx((0.02, 0.02))
+    assert bootstrap_mean_ci([0.0, 1.0, 2.0, 3.0]) == bootstrap_mean_ci([0.0, 1.0, 2.0, 3.0])  # fixed RNG seed
+
+
+def test_paired_difference_pairs_by_seed(tmp_path: Path) -> None:
+    records = [make_record("rgmim", "vit", 0.1, seed, accuracy) for seed, accuracy in zip((0, 1, 2), (0.80, 0.82, 0.84))]
+    records += [make_record("mae", "vit", 0.1, seed, accuracy) for seed, accuracy in zip((0, 1, 3), (0.78, 0.81, 0.50))]
+    records += [make_record("rgmim", "vit", 0.5, 0, 0.9), make_record("mae", "vit", 0.5, 0, 0.8)]
+    differences = paired_differences(group_sections(records)[0].runs).set_index("fraction")
+
+    ten = differences.loc[0.1]  # seeds 0 and 1 pair up: differences 0.02 and 0.01
+    assert ten["pairs"] == 2
+    assert ten["mean"] == pytest.approx(0.015)
+    assert (ten["ci_low"], ten["ci_high"]) == (pytest.approx(0.01), pytest.approx(0.02))
+    assert ten["paper"] == pytest.approx(0.919 - 0.903)
+    assert differences.loc[0.5, "pairs"] == 1 and pd.isna(differences.loc[0.5, "mean"])
+
+    write_runs(tmp_path, records)
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    paired = readme.split("### RGMIM − MAE, paired by seed")[1].split("###")[0]
+    assert table_row(paired, "10 %") == ["10 %", "2", "+0.015", "[+0.010, +0.020]", "+0.016"]
+    assert table_row(paired, "50 %") == ["50 %", "1", "n/a", "n/a", "+0.009"]
+
+
+def test_datasets_and_profiles_get_separate_sections_and_banners(tmp_path: Path) -> None:
+    groups = {
+        ("phantom", "fp-phantom-0001", "cpu"): 0.60,
+        ("phantom", "fp-phantom-0001", "smoke"): 0.30,
+        ("phantom", "fp-phantom-0002", "cpu"): 0.40,
+        ("covid-radiography", "fp-real-0001", "paper"): 0.95,
+    }
+    records = [make_record("rgmim", "vit", 1.0, seed, accuracy, dataset=dataset, fingerprint=fingerprint,
+                           profile=profile)
+               for (dataset, fingerprint, profile), accuracy in groups.items() for seed in (0, 1)]
+    write_runs(tmp_path, records)
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+
+    headings = re.findall(r"^## (.+)$", readme, flags=re.MULTILINE)
+    assert headings[0] == "covid-radiography · paper profile"  # the comparable section comes first
+    assert sorted(headings) == sorted(["covid-radiography · paper profile", "phantom · cpu profile",
+                                       "phantom · cpu profile", "phantom · smoke profile"])
+    for section in readme.split("\n## ")[1:]:
+        fingerprint = re.search(r"fingerprint `([^`]+)`", section).group(1)
+        (dataset, _, profile), accuracy = next((key, value) for key, value in groups.items()
+                                               if key[1] == fingerprint and section.startswith(f"{key[0]} · {key[2]} "))
+        # Each section holds only its own group's two seeds, never an average across groups.
+        cell = table_row(section.split("### Table 3")[0], "RGMIM")[1]
+        assert cell.startswith(f"**{accuracy:.3f} ± 0.000** (n=2)<br>paper 0.962 · Δ ")
+        if dataset == "phantom":
+            assert f"⚠ **synthetic phantom data, {profile} profile: not comparable to the paper's numbers.**" in section
+        else:
+            assert "⚠" not in section.split("###")[0] and "like-for-like" in section
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert len({name.rsplit("-fig4", 1)[0] for name in plots if "-fig4" in name}) == 4  # no file collisions
+
+
+def test_real_dataset_on_cpu_profile_is_not_called_comparable(tmp_path: Path) -> None:
+    write_runs(tmp_path, [make_record("mae", "vit", 1.0, 0, dataset="covid-radiography", profile="cpu")])
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "⚠ **cpu profile: not comparable to the paper's numbers.**" in readme
+
+
+def test_bad_files_are_skipped_with_warnings_and_the_report_still_builds(tmp_path: Path) -> None:
+    good = [make_record("rgmim", "vit", 0.05, seed) for seed in (0, 1)]
+    write_runs(tmp_path, good)
+    runs = tmp_path / "runs"
+    (runs / "corrupt.json").write_bytes(b"\xff\xfe\x00garbage")
+    (runs / "truncated.json").write_text(json.dumps(make_record("mae", "vit", 0.05, 0))[:500])
+    invalid = make_record("mae", "vit", 0.05, 1)
+    del invalid["metrics"]["accuracy"]
+    (runs / "invalid.json").write_text(json.dumps(invalid))
+    with pytest.warns(RecordWarning) as caught:
+        readme = build_report(tmp_path).read_text(encoding="utf-8")
+    messages = [str(w.message) for w in caught]
+    for name in ("corrupt.json", "truncated.json", "invalid.json"):
+        assert any(name in message for message in messages), name
+        assert f"`runs/{name}`" in readme
+    assert "missing key 'metrics.accuracy'" in readme
+    assert re.fullmatch(r"\*\*0\.\d{3} ± 0\.\d{3}\*\* \(n=2\)<br>paper 0\.893 · Δ −0\.\d{3}",
+                        table_row(readme.split("### Table 2")[1], "RGMIM")[1])
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == len(good)
+    assert "MAE" not in readme.split("### Table 2")[1].split("### Table 3")[0]
+
+
+def test_rerun_of_a_condition_replaces_the_older_run(tmp_path: Path) -> None:
+    old = make_record("mae", "vit", 0.05, 0, 0.50, finished_at="2026-11-28T09:00:00+00:00")
+    new = make_record("mae", "vit", 0.05, 0, 0.70, finished_at="2026-11-28T12:00:00+00:00")
+    old["run_id"] += "-old"
+    write_runs(tmp_path, [old, new])
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    assert table_row(readme.split("### Table 2")[1], "MAE")[1].startswith("**0.700** (n=1)")
+    assert "1 older run(s)" in readme
+    frame = pd.read_csv(tmp_path / "runs.csv").set_index("run_id")
+    assert frame.loc[old["run_id"], "superseded"] and not frame.loc[new["run_id"], "superseded"]
+
+
+def test_no_runs_still_writes_a_readme_and_the_cli_warns(tmp_path: Path, capsys) -> None:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"), lambda _parser: None)
+    args = parser.parse_args(["report", "--results", str(tmp_path)])
+    assert args.handler(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "README.md")
+    assert captured.err.startswith("warning: no valid run records")
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "No runs were found" in readme and "python -m benchmark report" in readme
+
+
+def test_stale_figures_of_vanished_sections_are_removed(tmp_path: Path) -> None:
+    record = make_record("rgmim", "vit", 1.0, 0, profile="smoke")
+    write_runs(tmp_path, [record])
+    build_report(tmp_path)
+    assert list((tmp_path / "plots").glob("phantom-smoke-*.png"))
+    (tmp_path / "runs" / f"{record['run_id']}.json").unlink()
+    with pytest.warns(RecordWarning, match="no valid run records"):
+        build_report(tmp_path)
+    assert not list((tmp_path / "plots").glob("*.png"))
