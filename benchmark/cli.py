@@ -7,7 +7,7 @@ import sys
 
 from benchmark.config import Config, ConfigError, build_config
 from benchmark.data.source import DataError
-from benchmark.engine.runtime import TrainingError
+from benchmark.engine import TrainingError
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +24,9 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                        help="decoded-image cache (default: $RGMIM_CACHE or ~/.cache/rgmim-bench)")
     group.add_argument("--missing-masks", choices=["error", "skip", "allow"], default=None,
                        help="training images without a lung mask: fail, drop them, or use no region")
+    group.add_argument("--split-file", default=None,
+                       help="split CSV to reuse (must match the dataset) or to create; default: next to the "
+                            "cache, keyed by dataset fingerprint, split seed and test fraction")
     group.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
 
 
@@ -38,6 +41,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         shortcuts.append(f"data.cache_dir={args.cache_dir}")
     if args.missing_masks is not None:
         shortcuts.append(f"data.missing_masks={args.missing_masks}")
+    if args.split_file is not None:
+        shortcuts.append(f"data.split_file={args.split_file}")
     if args.seed is not None:
         shortcuts.append(f"seed={args.seed}")
     if getattr(args, "mask_ratio", None) is not None:

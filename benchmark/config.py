@@ -29,6 +29,7 @@ class DataConfig:
     images_dir: str = "images"  # folder layout: <root>/<class>/<images_dir>/*
     masks_dir: str = "masks"  # folder layout: <root>/<class>/<masks_dir>/*
     cache_dir: Optional[str] = None  # None -> $RGMIM_CACHE or ~/.cache/rgmim-bench
+    split_file: Optional[str] = None  # None -> next to the cache, keyed by fingerprint, seed, test fraction
     phantom_count: int = 2000  # choice: 1 % of the train pool still has >= 4 images per class
     phantom_seed: int = 0
     phantom_native_size: int = 256  # choice: generated once at this size, resized by the cache

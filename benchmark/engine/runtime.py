@@ -12,10 +12,7 @@ from pathlib import Path
 import torch
 
 from benchmark.config import Config, ConfigError
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (for example a non-finite loss); the message says where and why."""
+from benchmark.engine import TrainingError  # noqa: F401  (re-exported for the engines)
 
 
 def resolve_device(config: Config) -> torch.device:

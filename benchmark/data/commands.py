@@ -1,0 +1,243 @@
+"""``python -m benchmark data {info,prepare,preview,export}``: look at a dataset before training on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from benchmark.config import Config, DataConfig, describe, to_dict
+from benchmark.data.layouts import open_source
+from benchmark.data.prepare import PreparedData, prepare
+from benchmark.data.source import DataError
+from benchmark.data.splits import PAPER_FRACTIONS, class_sizes, fraction_counts, write_split_file
+
+DEFAULT_PATCH_SIZE = 16  # ViT-B/16 and ViT-Tiny/16: the grid RGMIM selects patches on
+COVERAGE_CHUNK = 512  # images per step when summarising masks: bounded memory at any dataset size
+
+
+def add_parser(subparsers: argparse._SubParsersAction,
+               add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``data`` and its subcommands; each sets ``handler``."""
+    data = subparsers.add_parser("data", help="inspect, prepare, preview or export a dataset",
+                                 description="Inspect, prepare, preview or export the dataset of a config.")
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    specs = [
+        ("info", "classes, split and label-fraction sizes, mask coverage", run_info),
+        ("prepare", "build the decoded-image cache and the split file ahead of time", run_prepare),
+        ("preview", "PNG grid of images per class with lung outline and patch grid", run_preview),
+        ("export", "write the prepared dataset as PNGs in the folder layout, with split.csv", run_export),
+    ]
+    for name, summary, handler in specs:
+        command = commands.add_parser(name, help=summary, description=summary)
+        add_config_options(command)
+        if name in ("preview", "export"):
+            command.add_argument("--out", required=True, type=Path,
+                                 help="PNG file to write" if name == "preview" else "empty or new folder")
+        if name == "preview":
+            command.add_argument("--per-class", type=int, default=4, help="images per class (default 4)")
+        command.set_defaults(handler=handler)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    config, data = _start(args)
+    patch_size = patch_size_of(config)
+    print(info_text(data, mask_coverage(data, patch_size), patch_size))
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    _, data = _start(args)
+    print(f"cache:      {data.cache_dir}")
+    print(f"split file: {data.split_file}")
+    print(f"{data.name}: {len(data.train_idx)} train, {len(data.test_idx)} test at {data.image_size} px")
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    if args.per_class < 1:
+        raise DataError(f"--per-class {args.per_class}: expected at least 1")
+    config, data = _start(args)
+    render_preview(data, args.out, args.per_class, patch_size_of(config))
+    print(f"preview: {args.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    _check_export_target(args.out)
+    config, data = _start(args)
+    export_dataset(data, args.out, {"config": to_dict(config), "exported_from": data.describe()})
+    print(f"exported {len(data.keys)} images of {data.name} to {args.out} (folder layout, split.csv)")
+    return 0
+
+
+def _start(args: argparse.Namespace) -> tuple[Config, PreparedData]:
+    from benchmark.cli import config_from_args  # the CLI imports this module; import back lazily
+
+    config = config_from_args(args)
+    print(describe(config), file=sys.stderr)
+    return config, prepare(config.data, progress=True)
+
+
+def patch_size_of(config: Config) -> int:
+    """The profile's ViT patch size, read from its timm name (vit_base_patch16_224 -> 16)."""
+    found = re.search(r"patch(\d+)", config.model.vit)
+    return int(found.group(1)) if found else DEFAULT_PATCH_SIZE
+
+
+def mask_coverage(data: PreparedData, patch_size: int) -> dict[str, Any]:
+    """Mean lung fraction and mean number of patches overlapping the lung, over images with a mask."""
+    grid = data.image_size // patch_size
+    with_mask = np.flatnonzero(data.has_mask)
+    lung_fraction_sum, lung_patch_sum = 0.0, 0
+    for start in range(0, len(with_mask), COVERAGE_CHUNK):
+        masks = np.asarray(data.masks[with_mask[start:start + COVERAGE_CHUNK]], bool)
+        lung_fraction_sum += float(masks.mean(axis=(1, 2)).sum())
+        lung_patch_sum += int(lung_patches(masks, patch_size).sum())
+    count = max(len(with_mask), 1)
+    return {"images_with_mask": int(len(with_mask)), "images": len(data.keys), "grid": grid,
+            "mean_lung_fraction": lung_fraction_sum / count, "mean_lung_patches": lung_patch_sum / count}
+
+
+def lung_patches(masks: np.ndarray, patch_size: int) -> np.ndarray:
+    """(..., g, g) bool: patches of the g x g grid that hold any lung pixel (pretrain.min_overlap = 0)."""
+    grid = masks.shape[-1] // patch_size
+    cropped = masks[..., : grid * patch_size, : grid * patch_size]
+    blocks = cropped.reshape(*masks.shape[:-2], grid, patch_size, grid, patch_size)
+    return blocks.any(axis=(-3, -1))
+
+
+def info_text(data: PreparedData, coverage: dict[str, Any], patch_size: int) -> str:
+    train_sizes = class_sizes(data.labels, data.ranks >= 0, len(data.classes))
+    test_sizes = class_sizes(data.labels, data.ranks < 0, len(data.classes))
+    fractions = {fraction: fraction_counts(fraction, train_sizes) for fraction in PAPER_FRACTIONS}
+    width = max(len(name) for name in (*data.classes, "total"))
+    percents = "".join(f" {f'{fraction:.0%}':>7}" for fraction in fractions)
+    heading = f"{'class':<{width}}  {'train':>7} {'test':>7}{percents}"
+    lines = [
+        f"dataset     {data.name}",
+        f"fingerprint {data.fingerprint[:16]}",
+        f"split file  {data.split_file} (seed {data.split_seed})",
+        f"cache       {data.cache_dir}",
+        "",
+        "images per split, and per label fraction of the training pool:",
+        heading,
+    ]
+    for label, name in enumerate(data.classes):
+        lines.append(f"{name:<{width}}  {train_sizes[label]:>7} {test_sizes[label]:>7}"
+                     + "".join(f" {counts[label]:>7}" for counts in fractions.values()))
+    lines.append(f"{'total':<{width}}  {train_sizes.sum():>7} {test_sizes.sum():>7}"
+                 + "".join(f" {counts.sum():>7}" for counts in fractions.values()))
+    grid = coverage["grid"]
+    lines += [
+        "",
+        f"lung masks: {coverage['images_with_mask']} of {coverage['images']} images "
+        f"({int(data.has_mask[data.train_idx].sum())} of {len(data.train_idx)} in the training pool)",
+        f"mean lung fraction {coverage['mean_lung_fraction']:.3f}; mean patches overlapping the lung "
+        f"{coverage['mean_lung_patches']:.1f} of {grid * grid} ({patch_size}-px patches, {grid}x{grid} grid "
+        f"at {data.image_size} px)",
+    ]
+    return "\n".join(lines)
+
+
+def render_preview(data: PreparedData, out: Path, per_class: int, patch_size: int) -> None:
+    """Per class, the first training images of the seeded fraction order, with the lung outline (green),
+    the patch grid and the patches that overlap the lung (tinted): what region guidance will see."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = data.image_size
+    figure_size = (2.3 * per_class, 2.5 * len(data.classes))
+    figure, axes = plt.subplots(len(data.classes), per_class, figsize=figure_size, squeeze=False)
+    for label, name in enumerate(data.classes):
+        members = np.flatnonzero((data.labels == label) & (data.ranks >= 0))
+        chosen = members[np.argsort(data.ranks[members])][:per_class]
+        for column, axis in enumerate(axes[label]):
+            axis.set_axis_off()
+            if column >= len(chosen):
+                continue
+            index = chosen[column]
+            axis.imshow(data.images[index], cmap="gray", vmin=0, vmax=255)
+            for line in range(patch_size, size, patch_size):
+                axis.axhline(line - 0.5, color="white", linewidth=0.3, alpha=0.35)
+                axis.axvline(line - 0.5, color="white", linewidth=0.3, alpha=0.35)
+            if data.has_mask[index]:
+                mask = np.asarray(data.masks[index], bool)
+                covered = np.kron(lung_patches(mask, patch_size), np.ones((patch_size, patch_size)))
+                tint = np.zeros((size, size, 4))
+                tint[: covered.shape[0], : covered.shape[1]] = covered[..., None] * [1.0, 0.8, 0.0, 0.18]
+                axis.imshow(tint)
+                axis.contour(mask, levels=[0.5], colors="lime", linewidths=0.8)
+            else:
+                axis.text(size / 2, size - 4, "no mask", color="red", ha="center", va="bottom", fontsize=7)
+            stem = Path(data.keys[index]).stem
+            axis.set_title(f"{name}\n{stem[:28]}", fontsize=7)
+    figure.suptitle(f"{data.name} at {size} px\nlung outline (green), {patch_size}-px patch grid, "
+                    f"patches overlapping the lung (tinted)", fontsize=9)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def export_dataset(data: PreparedData, out: Path, metadata: dict[str, Any]) -> None:
+    """``out/<class>/images/*.png``, ``out/<class>/masks/*.png`` (0/255) and ``out/split.csv``, built in
+    a temporary sibling folder and renamed into place, so a failed export leaves nothing behind."""
+    _check_export_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        names = _export_names(data)
+        for index in tqdm(range(len(data.keys)), desc="exporting", unit="img", file=sys.stderr, leave=False):
+            class_folder = staging / data.classes[data.labels[index]]
+            (class_folder / "images").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.asarray(data.images[index])).save(class_folder / "images" / names[index])
+            if data.has_mask[index]:
+                (class_folder / "masks").mkdir(exist_ok=True)
+                mask = np.asarray(data.masks[index]) * np.uint8(255)
+                Image.fromarray(mask).save(class_folder / "masks" / names[index])
+        # The split file is keyed to the exported files, so it can be reused with --split-file.
+        exported = open_source(DataConfig(dataset="folder", root=str(staging), missing_masks="allow"))
+        old_index = {f"{data.classes[data.labels[i]]}/images/{names[i]}": i for i in range(len(names))}
+        order = np.array([old_index[item.key] for item in exported.items])
+        header = {"dataset": exported.name, "fingerprint": exported.fingerprint(),
+                  "split_seed": data.split_seed, "test_fraction": data.test_fraction, "official_split": False,
+                  "exported_from": {"dataset": data.name, "fingerprint": data.fingerprint}}
+        write_split_file(staging / "split.csv", exported, header, data.ranks[order] >= 0, data.ranks[order])
+        (staging / "export.json").write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        staging.chmod(0o755)  # mkdtemp makes it private
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _check_export_target(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"export folder {out} is not empty (or is a file); expected a new or empty folder "
+                        f"(refusing to overwrite)")
+
+
+def _export_names(data: PreparedData) -> list[str]:
+    """The image's own stem as a .png name; the whole key, flattened, where two stems of a class collide
+    (e.g. the same name under Train/ and Test/)."""
+    stems = [Path(key).stem for key in data.keys]
+    taken = Counter(zip(data.labels.tolist(), stems))
+    flattened = [Path(key).with_suffix("").as_posix().replace("/", "__") for key in data.keys]
+    return [f"{stem if taken[(label, stem)] == 1 else flat}.png"
+            for stem, flat, label in zip(stems, flattened, data.labels.tolist())]

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real sample files in tests/data and small trees built from them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+from benchmark.config import DataConfig
+
+SAMPLES = Path(__file__).parent / "data"
+RADIOGRAPHY_SAMPLE = SAMPLES / "covid19-radiography-sample" / "COVID-19_Radiography_Dataset"
+QU_EX_SAMPLE = SAMPLES / "covid-qu-ex-sample" / "Infection Segmentation Data"
+RGB_STORED = (140, 142, 150, 151, 158, 164)  # Viral Pneumonia-N.png files stored as RGB
+COPIES_PER_OTHER_CLASS = 4
+
+
+@pytest.fixture
+def radiography_root(tmp_path: Path) -> Path:
+    """A four-class COVID-19 Radiography tree (returned: the folder holding COVID-19_Radiography_Dataset/).
+
+    Viral Pneumonia is the real sample as released; the sample has no other class, so COVID,
+    Lung_Opacity and Normal hold renamed copies of a few of its files (real bytes, real names' pattern).
+    """
+    dataset = tmp_path / "radiography" / "COVID-19_Radiography_Dataset"
+    shutil.copytree(RADIOGRAPHY_SAMPLE / "Viral Pneumonia", dataset / "Viral Pneumonia")
+    sample_names = sorted(path.name for path in (RADIOGRAPHY_SAMPLE / "Viral Pneumonia" / "images").iterdir())
+    for class_name in ("COVID", "Lung_Opacity", "Normal"):
+        for folder in ("images", "masks"):
+            (dataset / class_name / folder).mkdir(parents=True)
+            for number, name in enumerate(sample_names[:COPIES_PER_OTHER_CLASS], start=1):
+                shutil.copyfile(RADIOGRAPHY_SAMPLE / "Viral Pneumonia" / folder / name,
+                                dataset / class_name / folder / f"{class_name}-{number}.png")
+    return dataset.parent
+
+
+@pytest.fixture
+def data_config(tmp_path: Path) -> Callable[..., DataConfig]:
+    """DataConfig for a root, with the cache in tmp_path and a small working size."""
+
+    def make(root: Optional[Path], **overrides) -> DataConfig:
+        settings = {"cache_dir": str(tmp_path / "cache"), "image_size": 64, **overrides}
+        return DataConfig(root=None if root is None else str(root), **settings)
+
+    return make

@@ -1,0 +1,116 @@
+"""The decoded-image cache: reuse, concurrent preparers, interrupted builds, where it lives."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.config import DataConfig
+from benchmark.data.cache import COMPLETE_MARKER, ensure_cache, entry_directory, resolve_cache_root
+from benchmark.data.layouts import open_source
+from benchmark.data.prepare import prepare
+from benchmark.data.source import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _entries(cache_root: Path) -> list[str]:
+    return sorted(path.name for path in cache_root.iterdir() if path.is_dir() and path.name != "splits")
+
+
+def test_cache_is_built_once_then_reused(radiography_root, data_config):
+    config = data_config(radiography_root)
+    first = prepare(config, progress=False)
+    assert first.images.shape == (len(first.keys), 64, 64) and first.images.dtype == np.uint8
+    assert isinstance(first.images, np.memmap) and set(np.unique(first.masks)) == {0, 1}
+    assert first.has_mask.all() and (first.cache_dir / COMPLETE_MARKER).exists()
+    marker_time = (first.cache_dir / COMPLETE_MARKER).stat().st_mtime_ns
+    second = prepare(config, progress=False)
+    assert (second.cache_dir / COMPLETE_MARKER).stat().st_mtime_ns == marker_time
+    assert np.array_equal(second.images, first.images) and np.array_equal(second.masks, first.masks)
+    described = second.describe()
+    assert described["sizes"]["test"]["Viral Pneumonia"] == 2 and described["fractions"]["1"]["COVID"] == 3
+
+
+PREPARER = """
+import sys, time
+from pathlib import Path
+from benchmark.config import DataConfig
+from benchmark.data.cache import ensure_cache
+from benchmark.data.layouts import open_source
+
+root, cache, go = sys.argv[1:]
+source = open_source(DataConfig(root=root))
+fingerprint = source.fingerprint()
+while not Path(go).exists():  # start together, like two cluster jobs
+    time.sleep(0.005)
+print(ensure_cache(source, fingerprint, 256, Path(cache), progress=False).built)
+"""
+
+
+def test_two_processes_preparing_the_same_cache(radiography_root, tmp_path):
+    go = tmp_path / "go"
+    command = [sys.executable, "-c", PREPARER, str(radiography_root), str(tmp_path / "shared"), str(go)]
+    together = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    time.sleep(0.5)
+    go.touch()
+    outputs = [process.communicate(timeout=120) for process in together]
+    assert [process.returncode for process in together] == [0, 0], outputs
+    assert sorted(stdout.strip() for stdout, _ in outputs) == ["False", "True"]  # one built, one reused
+
+    source = open_source(DataConfig(root=str(radiography_root)))
+    alone = ensure_cache(source, source.fingerprint(), 256, tmp_path / "alone", progress=False)
+    [shared_entry] = _entries(tmp_path / "shared")  # no temporary folder left behind
+    assert shared_entry == alone.directory.name
+    for name in ("images.npy", "masks.npy", "has_mask.npy", "keys.json", COMPLETE_MARKER):
+        shared_bytes = (tmp_path / "shared" / shared_entry / name).read_bytes()
+        assert shared_bytes == (alone.directory / name).read_bytes()
+
+
+def test_interrupted_build_leaves_no_trusted_cache_and_names_the_file(radiography_root, data_config,
+                                                                     tmp_path):
+    broken = radiography_root / "COVID-19_Radiography_Dataset" / "Normal" / "images" / "Normal-3.png"
+    intact = broken.read_bytes()
+    broken.write_bytes(intact[: len(intact) // 2])  # truncated, as by an interrupted download
+    with pytest.raises(DataError, match=r"Normal/images/Normal-3\.png: cannot decode image"):
+        prepare(data_config(radiography_root), progress=False)
+    assert _entries(tmp_path / "cache") == []  # neither a published entry nor a temporary folder
+
+    broken.write_bytes(intact)
+    repaired = prepare(data_config(radiography_root), progress=False)
+    assert (repaired.cache_dir / COMPLETE_MARKER).exists() and repaired.images[:].max() > 0
+
+
+def test_unmarked_or_leftover_folders_are_never_trusted(radiography_root, data_config, tmp_path):
+    config = data_config(radiography_root)
+    source = open_source(config)
+    directory = entry_directory(tmp_path / "cache", source.name, source.fingerprint(), 64)
+    directory.mkdir(parents=True)
+    (directory / "images.npy").write_bytes(b"half written")  # as if copied in half, without the marker
+    killed_build = directory.parent / f".{directory.name}.tmp-killed"
+    killed_build.mkdir()
+    data = prepare(config, progress=False)
+    assert data.cache_dir == directory and (directory / COMPLETE_MARKER).exists()
+    assert data.images.shape == (len(source.items), 64, 64) and not killed_build.exists()
+
+
+def test_corrupt_mask_is_named(radiography_root, data_config):
+    mask = radiography_root / "COVID-19_Radiography_Dataset" / "COVID" / "masks" / "COVID-2.png"
+    mask.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(DataError, match=r"COVID/masks/COVID-2\.png: cannot decode mask"):
+        prepare(data_config(radiography_root), progress=False)
+
+
+def test_cache_root_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv("RGMIM_CACHE", str(tmp_path / "from-env"))
+    assert resolve_cache_root(DataConfig(cache_dir=str(tmp_path / "given"))) == tmp_path / "given"
+    assert resolve_cache_root(DataConfig()) == tmp_path / "from-env"
+    monkeypatch.delenv("RGMIM_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_cache_root(DataConfig()) == tmp_path / "home" / ".cache" / "rgmim-bench"
