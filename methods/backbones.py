@@ -15,9 +15,6 @@ from torch import nn
 
 from benchmark.config import Config, ConfigError
 
-PATCH_SIZE = 16  # §4.1: ViT-B/16
-
-
 def build_vit(config: Config, drop_path: float = 0.0) -> nn.Module:
     """A timm ViT whose forward returns GAP(LN(z_L)) features (Eq. 4), no classifier head."""
     return timm.create_model(config.model.vit, **_vit_kwargs(config, drop_path))
@@ -25,7 +22,8 @@ def build_vit(config: Config, drop_path: float = 0.0) -> nn.Module:
 
 def _vit_kwargs(config: Config, drop_path: float) -> dict:
     kwargs = dict(
-        pretrained=False, num_classes=0, img_size=config.data.image_size, drop_path_rate=drop_path,
+        pretrained=False, num_classes=0, img_size=config.data.image_size, patch_size=config.model.patch_size,
+        drop_path_rate=drop_path,
         global_pool="avg",
         # spec §0.2: fc_norm=False keeps `norm` before pooling (Eq. 4); True gives MAE's LN(GAP).
         fc_norm=config.model.vit_pool == "gap_then_ln",

@@ -17,7 +17,7 @@ from torch import nn
 
 from benchmark.config import Config
 from benchmark.data.views import view_from_lightly
-from methods.backbones import PATCH_SIZE, build_vit
+from methods.backbones import build_vit
 from methods.base import Pretrainer
 from methods.masking import patch_validity
 
@@ -54,7 +54,8 @@ class MaskedAutoencoder(Pretrainer):
         self.decoder = MaskedVisionTransformerDecoderTIMM(
             num_patches=self.num_patches, embed_dim=config.model.decoder_dim,
             depth=config.model.decoder_depth, num_heads=config.model.decoder_heads)
-        self.prediction_head = nn.Linear(config.model.decoder_dim, PATCH_SIZE ** 2 * 3)
+        self.patch_size = config.model.patch_size
+        self.prediction_head = nn.Linear(config.model.decoder_dim, self.patch_size ** 2 * 3)
 
     def encoder(self) -> nn.Module:
         return self.backbone.vit
@@ -69,7 +70,7 @@ class MaskedAutoencoder(Pretrainer):
         images = views[0]
         batch = images.shape[0]
         if masks is not None:
-            valid = patch_validity(masks, PATCH_SIZE, self.min_overlap)
+            valid = patch_validity(masks, self.patch_size, self.min_overlap)
         else:
             valid = torch.zeros(batch, self.num_patches, dtype=torch.bool, device=images.device)
         visible, masked = self.masking(valid, self.mask_ratio)
@@ -83,7 +84,7 @@ class MaskedAutoencoder(Pretrainer):
         sequence = utils.set_at_index(sequence, idx_keep, tokens.type_as(sequence))
         decoded = self.decoder(sequence)
         prediction = self.prediction_head(utils.get_at_index(decoded, idx_mask))
-        target = utils.get_at_index(utils.patchify(images, PATCH_SIZE), masked)
+        target = utils.get_at_index(utils.patchify(images, self.patch_size), masked)
         loss = reconstruction_loss(prediction.float(), target.float(), self.norm_pix_loss)
         return loss, masking_stats(valid, visible, masked)
 

@@ -11,7 +11,7 @@ def test_profiles_differ_where_they_should():
     cpu, _ = build_config("cpu")
     assert (paper.model.vit, paper.data.image_size, paper.pretrain.epochs) == ("vit_base_patch16_224", 224, 40)
     assert (paper.model.decoder_depth, paper.model.decoder_dim, paper.model.decoder_heads) == (8, 512, 16)
-    assert cpu.data.image_size // 16 >= 8  # region guidance needs at least an 8 x 8 patch grid
+    assert cpu.data.image_size // cpu.model.patch_size >= 8  # region guidance needs at least an 8 x 8 grid
     assert cpu.model.resnet == "resnet18" and "tiny" in cpu.model.vit
 
 

@@ -29,14 +29,14 @@ def run_data(*arguments: str, cache: Path) -> subprocess.CompletedProcess:
 def test_info_prints_split_fractions_and_mask_coverage(tmp_path):
     result = run_data("info", "--data-root", str(QU_EX_SAMPLE), cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
-    assert '"image_size": 64' in result.stderr  # the resolved config comes first
+    assert '"image_size": 32' in result.stderr  # the resolved config comes first
     lines = result.stdout.splitlines()
     assert "dataset     covid-qu-ex" in lines
     assert [line.split() for line in lines if line.startswith("Non-COVID")] == [
         ["Non-COVID", "3", "2", "1", "1", "1", "1", "3"]]
     assert "lung masks: 9 of 15 images (9 of 9 in the training pool)" in result.stdout
     assert "mean lung fraction 0." in result.stdout
-    assert "of 16 (16-px patches, 4x4 grid at 64 px)" in result.stdout
+    assert "of 16 (8-px patches, 4x4 grid at 32 px)" in result.stdout
 
 
 def test_prepare_then_preview_on_the_radiography_sample(radiography_root, tmp_path):
@@ -61,7 +61,7 @@ def test_export_makes_the_phantom_a_plain_folder_dataset(tmp_path):
     assert exported.returncode == 0, exported.stderr
     assert (out / "COVID" / "images").is_dir() and (out / "COVID" / "masks").is_dir()
     images = sorted((out / "Normal" / "images").iterdir())
-    assert images and np.asarray(Image.open(images[0])).shape == (64, 64)
+    assert images and np.asarray(Image.open(images[0])).shape == (32, 32)
     assert set(np.unique(np.asarray(Image.open(out / "Normal" / "masks" / images[0].name)))) == {0, 255}
 
     phantom = json.loads((out / "export.json").read_text())["exported_from"]

@@ -37,14 +37,15 @@ def test_mim_loss_targets_exactly_the_masked_patches():
     model = MaskedAutoencoder(config, fixed_masking)
     torch.nn.init.zeros_(model.prediction_head.weight)
     torch.nn.init.zeros_(model.prediction_head.bias)  # predictions are 0, so the loss is mean(target^2)
-    images = torch.randn(2, 3, 64, 64)
-    loss, _ = model([images], torch.zeros(2, 1, 64, 64))
-    grid = 64 // 16
+    size, patch_size = config.data.image_size, config.model.patch_size
+    images = torch.randn(2, 3, size, size)
+    loss, _ = model([images], torch.zeros(2, 1, size, size))
+    grid = size // patch_size
     expected = []
     for b in range(2):
         for patch in masked_ids[b].tolist():
             row, col = divmod(patch, grid)
-            pixels = images[b, :, row * 16:(row + 1) * 16, col * 16:(col + 1) * 16]
+            pixels = images[b, :, row * patch_size:(row + 1) * patch_size, col * patch_size:(col + 1) * patch_size]
             expected.append((pixels ** 2).mean())
     assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
 
@@ -80,7 +81,8 @@ def test_skd_loss_adds_a_finite_distillation_term(variant):
     config = smoke_config(**{"pretrain.skd_variant": variant})
     torch.manual_seed(0)
     model = METHODS["skd"].build_pretrainer(config)
-    views = [torch.randn(6, 3, 64, 64), torch.randn(6, 3, 64, 64)]
+    size = config.data.image_size
+    views = [torch.randn(6, 3, size, size), torch.randn(6, 3, size, size)]
     loss, _ = model(views, None)
     predictions = [model.prediction_head(model.projection_head(model.backbone(v))) for v in views]
     targets = [model.projection_head_momentum(model.backbone_momentum(v)) for v in views]
@@ -99,7 +101,8 @@ def test_resnet_weights_load_offline_from_a_local_file(tmp_path):
 
 def test_vit_weights_load_offline_from_a_local_file(tmp_path):
     config = smoke_config()
-    reference = timm.create_model(config.model.vit, pretrained=False, depth=2, img_size=64)
+    reference = timm.create_model(config.model.vit, pretrained=False, depth=config.model.vit_depth,
+                                  img_size=config.data.image_size, patch_size=config.model.patch_size)
     path = tmp_path / "vit.pth"
     torch.save(reference.state_dict(), path)
     encoder = load_imagenet_encoder(smoke_config(vit_weights=path), "vit")

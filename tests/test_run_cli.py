@@ -24,7 +24,7 @@ def workspace(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("run-cli")
     config, _ = build_config("smoke")
     vit = timm.create_model(config.model.vit, pretrained=False, depth=config.model.vit_depth,
-                            img_size=config.data.image_size)
+                            img_size=config.data.image_size, patch_size=config.model.patch_size)
     torch.save(vit.state_dict(), root / "vit-imagenet.pth")  # named mock: no real ImageNet weights offline
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet-imagenet.pth")
     return {"root": root, "cache": root / "cache", "results": root / "results",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -23,7 +22,6 @@ from benchmark.data.prepare import PreparedData, prepare
 from benchmark.data.source import DataError
 from benchmark.data.splits import PAPER_FRACTIONS, class_sizes, fraction_counts, write_split_file
 
-DEFAULT_PATCH_SIZE = 16  # ViT-B/16 and ViT-Tiny/16: the grid RGMIM selects patches on
 COVERAGE_CHUNK = 512  # images per step when summarising masks: bounded memory at any dataset size
 
 
@@ -91,9 +89,8 @@ def _start(args: argparse.Namespace) -> tuple[Config, PreparedData]:
 
 
 def patch_size_of(config: Config) -> int:
-    """The profile's ViT patch size, read from its timm name (vit_base_patch16_224 -> 16)."""
-    found = re.search(r"patch(\d+)", config.model.vit)
-    return int(found.group(1)) if found else DEFAULT_PATCH_SIZE
+    """The profile's ViT patch size: the grid RGMIM selects lung patches on."""
+    return config.model.patch_size
 
 
 def mask_coverage(data: PreparedData, patch_size: int) -> dict[str, Any]:
