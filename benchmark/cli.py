@@ -87,6 +87,8 @@ def methods_command(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from benchmark.data import commands as data_commands
     from benchmark.report import add_parser as add_report_parser
+    from benchmark.status import add_parser as add_status_parser
+    from benchmark.sweep import add_parser as add_sweep_parser
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmark",
@@ -111,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_commands.add_parser(commands, add_config_options)
     add_report_parser(commands, add_config_options)
+    add_sweep_parser(commands, add_config_options)
+    add_status_parser(commands, add_config_options)
     return parser
 
 
