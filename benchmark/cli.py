@@ -28,6 +28,14 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                        help="split CSV to reuse (must match the dataset) or to create; default: next to the "
                             "cache, keyed by dataset fingerprint, split seed and test fraction")
     group.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
+    group.add_argument("--mask-source", choices=["gt", "classical", "prior", "sam", "none"], default=None,
+                       help="RGMIM's lung region: the dataset's masks (gt, default), an unsupervised segmenter "
+                            "(classical), the average lung field (prior), Segment Anything (sam) or none "
+                            "(random masking)")
+    group.add_argument("--mask-dir", default=None,
+                       help="your own lung masks, paired with the images by file name (with --mask-source gt)")
+    group.add_argument("--sam-checkpoint", default=None,
+                       help="Segment Anything checkpoint file for --mask-source sam (never downloaded)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -45,6 +53,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         shortcuts.append(f"data.split_file={args.split_file}")
     if args.seed is not None:
         shortcuts.append(f"seed={args.seed}")
+    for key in ("mask_source", "mask_dir", "sam_checkpoint"):
+        if getattr(args, key, None) is not None:  # getattr: namespaces stored by older sweeps lack them
+            shortcuts.append(f"data.{key}={getattr(args, key)}")
     if getattr(args, "mask_ratio", None) is not None:
         shortcuts.append(f"pretrain.mask_ratio={args.mask_ratio}")
     if getattr(args, "weights", None) is not None:

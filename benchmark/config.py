@@ -35,6 +35,11 @@ class DataConfig:
     phantom_native_size: int = 256  # choice: generated once at this size, resized by the cache
     phantom_shortcut: bool = False  # class-correlated mark outside the lungs, off by default
     num_workers: int = 0  # choice: batches come from an in-memory uint8 cache, no decoding
+    # §5: where RGMIM's lung region comes from (benchmark/data/masks.py); gt is the paper's expert masks
+    mask_source: Literal["gt", "classical", "prior", "sam", "none"] = "gt"
+    mask_dir: Optional[str] = None  # choice: the user's own masks, paired by file name; replaces gt's
+    sam_checkpoint: Optional[str] = None  # §5: a Segment Anything checkpoint file the user supplies
+    sam_model: str = "vit_b"  # choice: the smallest SAM (vit_b | vit_l | vit_h); must match the checkpoint
 
 
 @dataclass

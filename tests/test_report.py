@@ -90,7 +90,7 @@ def test_full_report_has_every_table(full_report) -> None:
         "### Table 3")[0].splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert rows == ["Method", "RGMIM", "MAE", "SKD", "Cross", "BYOL", "SimSiam", "Transfer (ViT)",
                     "Transfer (ResNet)", "Scratch (ViT)", "Scratch (ResNet)"]
-    assert "Image size 128 px" in readme and "vit_tiny_patch16_224" in readme  # from the cpu config
+    assert "Image size 64 px" in readme and "vit_tiny_patch16_224" in readme  # from the cpu config
     assert "Pretraining: 10 epochs, batch 64" in readme
 
 

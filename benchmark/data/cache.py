@@ -4,6 +4,9 @@ An entry is keyed by (dataset fingerprint, size). It is built in a temporary fol
 atomic rename, with a completion marker written last, so a crashed or interrupted build never leaves a
 folder that is later trusted. A file lock makes concurrent preparers (two cluster jobs starting together)
 build once: the first builds, the others wait and then reuse.
+
+Lung masks from another source than the dataset's own (``masks.py``) live beside their image entry, one
+folder per source (``<entry>-masks-<tag>``), published the same way; images are never decoded again for them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -37,6 +40,14 @@ class CacheEntry:
     built: bool  # True if this call decoded the files, False if it reused a published entry
 
 
+@dataclass(frozen=True)
+class MaskEntry:
+    directory: Path
+    masks: np.ndarray  # (N, S, S) uint8 {0, 1}, read-only memmap; zeros where has_mask is False
+    has_mask: np.ndarray  # (N,) bool: the source found a non-empty region
+    built: bool
+
+
 def resolve_cache_root(data_cfg: DataConfig) -> Path:
     """data.cache_dir, else $RGMIM_CACHE, else ~/.cache/rgmim-bench."""
     chosen = data_cfg.cache_dir or os.environ.get(CACHE_ENV) or "~/.cache/rgmim-bench"
@@ -51,29 +62,73 @@ def ensure_cache(source: Source, fingerprint: str, size: int, cache_root: Path, 
                  metadata: Optional[dict[str, Any]] = None) -> CacheEntry:
     """The published entry for (fingerprint, size), building it first if needed (under a file lock)."""
     directory = entry_directory(cache_root, source.name, fingerprint, size)
-    if not (directory / COMPLETE_MARKER).exists():
-        try:
-            cache_root.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise DataError(f"cache folder {cache_root}: cannot create it ({error.strerror}); expected a "
-                            f"writable folder (--cache-dir or ${CACHE_ENV})") from None
-        # flock-based; works on local disks and on NFSv4 (Linux maps flock to fcntl locks there)
-        lock = FileLock(str(directory) + ".lock")
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            print(f"[data] another process is preparing {directory.name}; waiting for it", file=sys.stderr)
-            lock.acquire()
-        try:
-            if not (directory / COMPLETE_MARKER).exists():
-                _build(source, size, directory, progress, metadata or {})
-                return _open(directory, source, built=True)
-        finally:
-            lock.release()
-    return _open(directory, source, built=False)
+
+    def write(staging: Path) -> None:
+        _write_images(source, size, staging, progress, metadata or {})
+
+    built = _ensure_published(directory, write)
+    return _open(directory, source, built)
 
 
-def _build(source: Source, size: int, directory: Path, progress: bool, metadata: dict[str, Any]) -> None:
+def mask_entry_directory(image_directory: Path, tag: str) -> Path:
+    return image_directory.parent / f"{image_directory.name}-masks-{tag}"
+
+
+def ensure_mask_cache(image_directory: Path, tag: str, keys: list[str], size: int,
+                      compute: Callable[[int], Optional[np.ndarray]], progress: bool = True,
+                      metadata: Optional[dict[str, Any]] = None) -> MaskEntry:
+    """The published masks of one source (``tag``) for the images of ``image_directory``, computing them
+    first if needed: ``compute(index)`` gives image ``index``'s uint8 {0, 1} (size, size) mask or None."""
+    directory = mask_entry_directory(image_directory, tag)
+
+    def write(staging: Path) -> None:
+        masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (len(keys), size, size))
+        has_mask = np.zeros(len(keys), bool)
+        bar = tqdm(range(len(keys)), desc=f"lung masks ({tag}) at {size} px", unit="img", file=sys.stderr,
+                   disable=not progress, leave=False)
+        for index in bar:
+            mask = compute(index)
+            if mask is not None:
+                masks[index] = _checked(mask, size, keys[index], "mask")
+                has_mask[index] = bool(mask.any())  # an empty region is no region: random masking
+        masks.flush()
+        del masks  # close the memmap before the folder moves
+        np.save(staging / "has_mask.npy", has_mask)
+        _write_index(staging, keys, {"size": size, **(metadata or {})})
+
+    built = _ensure_published(directory, write)
+    _check_keys(directory, keys)
+    return MaskEntry(directory, np.load(directory / "masks.npy", mmap_mode="r"),
+                     np.load(directory / "has_mask.npy"), built)
+
+
+def _ensure_published(directory: Path, write: Callable[[Path], None]) -> bool:
+    """Publish ``directory`` once, filled by ``write(staging folder)``; True if this call built it."""
+    if (directory / COMPLETE_MARKER).exists():
+        return False
+    cache_root = directory.parent
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cache folder {cache_root}: cannot create it ({error.strerror}); expected a "
+                        f"writable folder (--cache-dir or ${CACHE_ENV})") from None
+    # flock-based; works on local disks and on NFSv4 (Linux maps flock to fcntl locks there)
+    lock = FileLock(str(directory) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"[data] another process is preparing {directory.name}; waiting for it", file=sys.stderr)
+        lock.acquire()
+    try:
+        if (directory / COMPLETE_MARKER).exists():
+            return False
+        _build(directory, write)
+        return True
+    finally:
+        lock.release()
+
+
+def _build(directory: Path, write: Callable[[Path], None]) -> None:
     # Holding the lock, nobody else builds this entry: leftovers are from killed builds, never trusted.
     for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -81,26 +136,7 @@ def _build(source: Source, size: int, directory: Path, progress: bool, metadata:
         shutil.rmtree(directory)  # no marker: not a published entry (e.g. copied in half)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        count = len(source.items)
-        images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (count, size, size))
-        masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (count, size, size))
-        has_mask = np.zeros(count, bool)
-        bar = tqdm(range(count), desc=f"decoding {source.name} at {size} px", unit="img", file=sys.stderr,
-                   disable=not progress, leave=False)
-        for index in bar:
-            image, mask = source.load(index, size)
-            images[index] = _checked(image, size, source, index, "image")
-            if mask is not None:
-                masks[index] = _checked(mask, size, source, index, "mask")
-                has_mask[index] = True
-        for array in (images, masks):
-            array.flush()
-        del images, masks  # close the memmaps before the folder moves
-        np.save(staging / "has_mask.npy", has_mask)
-        keys = [item.key for item in source.items]
-        (staging / "keys.json").write_text(json.dumps(keys), encoding="utf-8")
-        (staging / "meta.json").write_text(json.dumps({"size": size, **metadata}, indent=2, default=str),
-                                           encoding="utf-8")
+        write(staging)
         (staging / COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
         _sync_files(staging)  # the rename below is what publishes; the marker makes a stray copy untrusted
         staging.chmod(0o755)  # mkdtemp makes it private; a shared cache must be readable by other jobs
@@ -110,12 +146,37 @@ def _build(source: Source, size: int, directory: Path, progress: bool, metadata:
         raise
 
 
-def _checked(array: np.ndarray, size: int, source: Source, index: int, what: str) -> np.ndarray:
+def _write_images(source: Source, size: int, staging: Path, progress: bool, metadata: dict[str, Any]) -> None:
+    count = len(source.items)
+    images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (count, size, size))
+    masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (count, size, size))
+    has_mask = np.zeros(count, bool)
+    bar = tqdm(range(count), desc=f"decoding {source.name} at {size} px", unit="img", file=sys.stderr,
+               disable=not progress, leave=False)
+    for index in bar:
+        image, mask = source.load(index, size)
+        name = f"{source.name} item {source.items[index].key}"
+        images[index] = _checked(image, size, name, "image")
+        if mask is not None:
+            masks[index] = _checked(mask, size, name, "mask")
+            has_mask[index] = True
+    for array in (images, masks):
+        array.flush()
+    del images, masks  # close the memmaps before the folder moves
+    np.save(staging / "has_mask.npy", has_mask)
+    _write_index(staging, [item.key for item in source.items], {"size": size, **metadata})
+
+
+def _write_index(staging: Path, keys: list[str], metadata: dict[str, Any]) -> None:
+    (staging / "keys.json").write_text(json.dumps(keys), encoding="utf-8")
+    (staging / "meta.json").write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
+
+
+def _checked(array: np.ndarray, size: int, name: str, what: str) -> np.ndarray:
     binary = what == "mask"
     if array.shape != (size, size) or array.dtype != np.uint8 or (binary and array.max() > 1):
         expected = f"uint8 {{0, 1}} ({size}, {size})" if binary else f"uint8 ({size}, {size})"
-        raise DataError(f"{source.name} item {source.items[index].key}: {what} came back as {array.dtype} "
-                        f"{array.shape}; expected {expected}")
+        raise DataError(f"{name}: {what} came back as {array.dtype} {array.shape}; expected {expected}")
     return array
 
 
@@ -126,11 +187,14 @@ def _sync_files(folder: Path) -> None:
             os.fsync(handle.fileno())
 
 
-def _open(directory: Path, source: Source, built: bool) -> CacheEntry:
-    keys = json.loads((directory / "keys.json").read_text(encoding="utf-8"))
-    if keys != [item.key for item in source.items]:
+def _check_keys(directory: Path, keys: list[str]) -> None:
+    if json.loads((directory / "keys.json").read_text(encoding="utf-8")) != keys:
         raise DataError(f"cache {directory} lists other images than the dataset it is keyed by; expected "
                         f"the same image keys. Delete that folder to rebuild it.")
+
+
+def _open(directory: Path, source: Source, built: bool) -> CacheEntry:
+    _check_keys(directory, [item.key for item in source.items])
     return CacheEntry(
         directory=directory,
         images=np.load(directory / "images.npy", mmap_mode="r"),

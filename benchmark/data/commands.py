@@ -1,8 +1,10 @@
-"""``python -m benchmark data {info,prepare,preview,export}``: look at a dataset before training on it."""
+"""``python -m benchmark data {info,prepare,preview,export,masks}``: look at a dataset before training on it."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -10,7 +12,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -18,6 +20,7 @@ from tqdm import tqdm
 
 from benchmark.config import Config, DataConfig, describe, to_dict
 from benchmark.data.layouts import open_source
+from benchmark.data.masks import MASK_SOURCES, MaskScore, evaluate_regions, lung_patches, quality_text
 from benchmark.data.prepare import PreparedData, prepare
 from benchmark.data.source import DataError
 from benchmark.data.splits import PAPER_FRACTIONS, class_sizes, fraction_counts, write_split_file
@@ -36,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction,
         ("prepare", "build the decoded-image cache and the split file ahead of time", run_prepare),
         ("preview", "PNG grid of images per class with lung outline and patch grid", run_preview),
         ("export", "write the prepared dataset as PNGs in the folder layout, with split.csv", run_export),
+        ("masks", "compute (or reuse) the lung masks of a source; score them against the dataset's own",
+         run_masks),
     ]
     for name, summary, handler in specs:
         command = commands.add_parser(name, help=summary, description=summary)
@@ -43,8 +48,18 @@ def add_parser(subparsers: argparse._SubParsersAction,
         if name in ("preview", "export"):
             command.add_argument("--out", required=True, type=Path,
                                  help="PNG file to write" if name == "preview" else "empty or new folder")
-        if name == "preview":
+        if name in ("preview", "masks"):
             command.add_argument("--per-class", type=int, default=4, help="images per class (default 4)")
+        if name == "masks":
+            command.add_argument("--source", choices=MASK_SOURCES, default=None,
+                                 help="mask source (default: --mask-source, else gt)")
+            command.add_argument("--evaluate", action="store_true",
+                                 help="pixel Dice and IoU and patch-level IoU against the dataset's own masks, "
+                                      "per class, with the worst five images")
+            command.add_argument("--per-image", type=Path, default=None, metavar="FILE.csv",
+                                 help="with --evaluate: write every image's scores to this CSV file")
+            command.add_argument("--preview", type=Path, default=None, metavar="FILE.png",
+                                 help="PNG grid per class: the dataset's outline (green) against the source's (red)")
         command.set_defaults(handler=handler)
 
 
@@ -80,10 +95,46 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start(args: argparse.Namespace) -> tuple[Config, PreparedData]:
+def run_masks(args: argparse.Namespace) -> int:
+    """``data masks --source S [--evaluate [--per-image FILE.csv]] [--preview FILE.png]``."""
+    if args.per_class < 1:
+        raise DataError(f"--per-class {args.per_class}: expected at least 1")
+    if args.per_image is not None and not args.evaluate:
+        raise DataError("--per-image writes the scores of --evaluate; add --evaluate")
+    if args.source is not None and args.mask_source is not None and args.source != args.mask_source:
+        raise DataError(f"--source {args.source} and --mask-source {args.mask_source} disagree; give one of them")
+    config, data = _start(args, args.source)
+    patch_size = patch_size_of(config)
+    coverage = mask_coverage(data, patch_size)
+    grid = coverage["grid"]
+    print(f"mask source {data.mask_source}: {data.mask_detail}")
+    print(f"regions for {coverage['images_with_mask']} of {coverage['images']} images "
+          f"({int(data.has_mask[data.train_idx].sum())} of {len(data.train_idx)} in the training pool); "
+          f"mean lung fraction {coverage['mean_lung_fraction']:.3f}; mean patches overlapping the lung "
+          f"{coverage['mean_lung_patches']:.1f} of {grid * grid}")
+    scores: list[MaskScore] = []
+    if args.evaluate:
+        if not data.reference_has_mask.any():
+            raise DataError(f"--evaluate: the {data.name} dataset has no masks of its own to score against")
+        scores = evaluate_regions(data.masks, data.reference_masks, data.reference_has_mask, data.labels,
+                                  data.classes, data.keys, patch_size)
+        print()
+        print(quality_text(scores, data.classes, f"{grid}x{grid} grid of {patch_size}-px patches"))
+        if args.per_image is not None:
+            write_scores(scores, args.per_image)
+            print(f"per-image scores: {args.per_image}")
+    if args.preview is not None:
+        render_preview(data, args.preview, args.per_class, patch_size, compare=True, scores=scores)
+        print(f"preview: {args.preview}")
+    return 0
+
+
+def _start(args: argparse.Namespace, mask_source: str | None = None) -> tuple[Config, PreparedData]:
     from benchmark.cli import config_from_args  # the CLI imports this module; import back lazily
 
     config = config_from_args(args)
+    if mask_source is not None:
+        config.data = dataclasses.replace(config.data, mask_source=mask_source)
     print(describe(config), file=sys.stderr)
     return config, prepare(config.data, progress=True)
 
@@ -105,14 +156,6 @@ def mask_coverage(data: PreparedData, patch_size: int) -> dict[str, Any]:
     count = max(len(with_mask), 1)
     return {"images_with_mask": int(len(with_mask)), "images": len(data.keys), "grid": grid,
             "mean_lung_fraction": lung_fraction_sum / count, "mean_lung_patches": lung_patch_sum / count}
-
-
-def lung_patches(masks: np.ndarray, patch_size: int) -> np.ndarray:
-    """(..., g, g) bool: patches of the g x g grid that hold any lung pixel (pretrain.min_overlap = 0)."""
-    grid = masks.shape[-1] // patch_size
-    cropped = masks[..., : grid * patch_size, : grid * patch_size]
-    blocks = cropped.reshape(*masks.shape[:-2], grid, patch_size, grid, patch_size)
-    return blocks.any(axis=(-3, -1))
 
 
 def info_text(data: PreparedData, coverage: dict[str, Any], patch_size: int) -> str:
@@ -148,15 +191,18 @@ def info_text(data: PreparedData, coverage: dict[str, Any], patch_size: int) -> 
     return "\n".join(lines)
 
 
-def render_preview(data: PreparedData, out: Path, per_class: int, patch_size: int) -> None:
+def render_preview(data: PreparedData, out: Path, per_class: int, patch_size: int, compare: bool = False,
+                   scores: Sequence[MaskScore] = ()) -> None:
     """Per class, the first training images of the seeded fraction order, with the lung outline (green),
-    the patch grid and the patches that overlap the lung (tinted): what region guidance will see."""
+    the patch grid and the patches that overlap the lung (tinted): what region guidance will see.
+    ``compare``: the dataset's own outline in green against the mask source's in red, titled with ``scores``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     size = data.image_size
+    by_index = {score.index: score for score in scores}
     figure_size = (2.3 * per_class, 2.5 * len(data.classes))
     figure, axes = plt.subplots(len(data.classes), per_class, figsize=figure_size, squeeze=False)
     for label, name in enumerate(data.classes):
@@ -177,17 +223,32 @@ def render_preview(data: PreparedData, out: Path, per_class: int, patch_size: in
                 tint = np.zeros((size, size, 4))
                 tint[: covered.shape[0], : covered.shape[1]] = covered[..., None] * [1.0, 0.8, 0.0, 0.18]
                 axis.imshow(tint)
-                axis.contour(mask, levels=[0.5], colors="lime", linewidths=0.8)
+                axis.contour(mask, levels=[0.5], colors="red" if compare else "lime", linewidths=0.8)
             else:
                 axis.text(size / 2, size - 4, "no mask", color="red", ha="center", va="bottom", fontsize=7)
-            stem = Path(data.keys[index]).stem
-            axis.set_title(f"{name}\n{stem[:28]}", fontsize=7)
-    figure.suptitle(f"{data.name} at {size} px\nlung outline (green), {patch_size}-px patch grid, "
+            if compare and data.reference_has_mask[index]:
+                axis.contour(np.asarray(data.reference_masks[index], bool), levels=[0.5], colors="lime",
+                             linewidths=0.8)
+            score = by_index.get(int(index))
+            scored = "" if score is None else f"\nDice {score.dice:.2f} · patch IoU {score.patch_iou:.2f}"
+            axis.set_title(f"{name}\n{Path(data.keys[index]).stem[:28]}{scored}", fontsize=7)
+    outlines = (f"the dataset's lung outline (green), the {data.mask_source} outline (red)" if compare
+                else "lung outline (green)")
+    figure.suptitle(f"{data.name} at {size} px\n{outlines}, {patch_size}-px patch grid, "
                     f"patches overlapping the lung (tinted)", fontsize=9)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     plt.close(figure)
+
+
+def write_scores(scores: list[MaskScore], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "class", "dice", "iou", "patch_iou"])
+        writer.writerows([score.key, score.class_name, f"{score.dice:.4f}", f"{score.iou:.4f}",
+                          f"{score.patch_iou:.4f}"] for score in scores)
 
 
 def export_dataset(data: PreparedData, out: Path, metadata: dict[str, Any]) -> None:

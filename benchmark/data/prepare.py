@@ -12,6 +12,7 @@ import numpy as np
 from benchmark.config import DataConfig
 from benchmark.data.cache import ensure_cache, resolve_cache_root
 from benchmark.data.layouts import open_source
+from benchmark.data.masks import check_mask_options, own_mask_policy, resolve_regions
 from benchmark.data.splits import (PAPER_FRACTIONS, class_sizes, fraction_counts, load_or_create_split,
                                    split_file_path, subset_indices)
 
@@ -23,8 +24,8 @@ class PreparedData:
     fingerprint: str
     image_size: int
     images: np.ndarray  # (N, S, S) uint8 memmap, all items (train pool + test)
-    masks: np.ndarray  # (N, S, S) uint8 {0, 1}; zeros where has_mask is False
-    has_mask: np.ndarray  # (N,) bool
+    masks: np.ndarray  # (N, S, S) uint8 {0, 1} lung regions of data.mask_source; zeros where has_mask is False
+    has_mask: np.ndarray  # (N,) bool; False: no region, RGMIM masks the image randomly
     labels: np.ndarray  # (N,) int64
     keys: list[str]
     train_idx: np.ndarray  # indices of the training pool
@@ -34,6 +35,10 @@ class PreparedData:
     split_seed: int
     test_fraction: float
     cache_dir: Path
+    mask_source: str  # gt | mask-dir | classical | prior | sam | none (masks.region_label)
+    mask_detail: str  # where the regions came from, in words
+    reference_masks: np.ndarray  # (N, S, S) the dataset's own masks, what the other sources are scored against
+    reference_has_mask: np.ndarray  # (N,) bool
 
     def subset(self, fraction: float) -> np.ndarray:
         """Sorted train indices of the nested label subset (DataError if fraction is not in (0, 1])."""
@@ -57,6 +62,7 @@ class PreparedData:
             "test_fraction": self.test_fraction,
             "split_file": str(self.split_file),
             "sizes": {"train": self.class_counts(self.train_idx), "test": self.class_counts(self.test_idx)},
+            "mask_source": self.mask_source,
             "with_mask": {"train": int(self.has_mask[self.train_idx].sum()),
                           "test": int(self.has_mask[self.test_idx].sum())},
             "fractions": {name: dict(zip(self.classes, counts)) for name, counts in fractions.items()},
@@ -69,8 +75,12 @@ def prepare(data_cfg: DataConfig, progress: bool = True) -> PreparedData:
     ``data.split_file``: a user-chosen split file; reused if it exists (it must carry this dataset's
     fingerprint), written there otherwise. Default: a file next to the cache, keyed by
     (fingerprint, split seed, test fraction).
+
+    ``data.mask_source``: the lung regions of another source than the dataset's masks are computed from
+    the cached images and cached beside them (``masks.py``); the image cache is shared by all sources.
     """
-    source = open_source(data_cfg)
+    check_mask_options(data_cfg)  # before any work, like a bad split file
+    source = open_source(dataclasses.replace(data_cfg, missing_masks=own_mask_policy(data_cfg)))
     fingerprint = source.fingerprint()
     cache_root = resolve_cache_root(data_cfg)
     if data_cfg.split_file is not None:
@@ -84,14 +94,15 @@ def prepare(data_cfg: DataConfig, progress: bool = True) -> PreparedData:
     metadata = {"dataset": source.name, "classes": list(source.classes), "fingerprint": fingerprint,
                 "data_config": dataclasses.asdict(data_cfg)}
     entry = ensure_cache(source, fingerprint, data_cfg.image_size, cache_root, progress, metadata)
+    regions = resolve_regions(data_cfg, source, entry, is_train, progress)
     return PreparedData(
         name=source.name,
         classes=tuple(source.classes),
         fingerprint=fingerprint,
         image_size=data_cfg.image_size,
         images=entry.images,
-        masks=entry.masks,
-        has_mask=entry.has_mask,
+        masks=regions.masks,
+        has_mask=regions.has_mask,
         labels=np.array([item.label for item in source.items], np.int64),
         keys=[item.key for item in source.items],
         train_idx=np.flatnonzero(is_train),
@@ -101,4 +112,8 @@ def prepare(data_cfg: DataConfig, progress: bool = True) -> PreparedData:
         split_seed=int(header["split_seed"]),
         test_fraction=float(header["test_fraction"]),
         cache_dir=entry.directory,
+        mask_source=regions.label,
+        mask_detail=regions.detail,
+        reference_masks=entry.masks,
+        reference_has_mask=entry.has_mask,
     )

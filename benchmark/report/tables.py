@@ -12,11 +12,13 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from benchmark.data.masks import region_label
 from benchmark.records import MIM_METHODS, records_frame, row_label
 from benchmark.report import paper
 
@@ -25,6 +27,10 @@ BOOTSTRAP_SEED = 0  # fixed so the report is reproducible byte for byte
 MINUEND = ("rgmim", "vit")  # the paired comparison: RGMIM - MAE, both on ViT
 SUBTRAHEND = ("mae", "vit")
 MISSING = "—"
+REGION_GUIDED = frozenset({"rgmim"})  # methods whose pretraining depends on the lung masks
+EXPERT_REGION = "gt"  # the paper's RGMIM: the dataset's own expert masks; the only region in Tables 2 and 3
+# display order of the "RGMIM by lung-mask source" rows (masks.region_label); unknown ones follow
+MASK_SOURCE_ORDER = ("gt", "mask-dir", "classical", "prior", "sam", "none")
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -36,8 +42,8 @@ class Section:
     dataset: str
     fingerprint: str
     profile: str
-    records: list[dict]  # one per condition: the latest run of each (method, arch, fraction, seed, mask ratio)
-    runs: pd.DataFrame  # records_frame(records)
+    records: list[dict]  # the latest run of each (method, arch, fraction, seed, mask ratio, RGMIM's mask source)
+    runs: pd.DataFrame  # records_frame(records) with a mask_source column
     superseded: int  # older runs of a condition that a newer run replaced
 
     @property
@@ -65,10 +71,25 @@ def _finished_at(record: dict) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def mask_source_of(record: dict) -> str:
+    """Where the run's lung region came from; records written before mask sources existed used gt."""
+    data = record["config"].get("data", {})
+    return region_label(data.get("mask_source", EXPERT_REGION), data.get("mask_dir"))
+
+
+def with_mask_source(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """``frame`` (records_frame of ``records``) with each run's mask source as a column."""
+    if frame.empty:
+        return frame
+    return frame.assign(mask_source=frame["run_id"].map({r["run_id"]: mask_source_of(r) for r in records}))
+
+
 def _condition(record: dict) -> tuple:
     mask_ratio = record["mask_ratio"]
+    # only for RGMIM does the mask source change the result; elsewhere a rerun with another is the same run
+    region = mask_source_of(record) if record["method"] in REGION_GUIDED else None
     return (record["method"], record["arch"], round(float(record["fraction"]), 6), record["seed"],
-            None if mask_ratio is None else round(float(mask_ratio), 6))
+            None if mask_ratio is None else round(float(mask_ratio), 6), region)
 
 
 def _latest_per_condition(records: list[dict]) -> list[dict]:
@@ -88,7 +109,8 @@ def group_sections(records: list[dict]) -> list[Section]:
     sections = []
     for (dataset, fingerprint, profile), group in groups.items():
         kept = _latest_per_condition(group)
-        sections.append(Section(dataset, fingerprint, profile, kept, records_frame(kept), len(group) - len(kept)))
+        runs = with_mask_source(records_frame(kept), kept)
+        sections.append(Section(dataset, fingerprint, profile, kept, runs, len(group) - len(kept)))
     return sorted(sections, key=lambda s: (not s.comparable_to_paper, s.dataset, s.profile, s.fingerprint))
 
 
@@ -138,10 +160,17 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 # ---------------------------------------------------------------------------------------------- statistics
 
+def expert_region(runs: pd.DataFrame) -> pd.Series:
+    """Rows that are not region-guided or were guided by the dataset's own masks, as in the paper."""
+    sources = runs["mask_source"] if "mask_source" in runs else pd.Series(EXPERT_REGION, index=runs.index)
+    return ~runs["method"].isin(REGION_GUIDED) | sources.eq(EXPERT_REGION)
+
+
 def table2_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs that count in Table 2: every non-MIM run, MIM runs only at the paper's default mask ratio."""
+    """Runs that count in Table 2: every non-MIM run, MIM runs only at the paper's default mask ratio, and
+    RGMIM only guided by the dataset's own masks (other sources have their own table)."""
     default_ratio = np.isclose(runs["mask_ratio"].astype(float), paper.DEFAULT_MASK_RATIO)
-    return runs[~runs["method"].isin(MIM_METHODS) | default_ratio]
+    return runs[(~runs["method"].isin(MIM_METHODS) | default_ratio) & expert_region(runs)]
 
 
 def summarize(runs: pd.DataFrame, by: list[str], value: str = "accuracy") -> pd.DataFrame:
@@ -168,13 +197,31 @@ def table2_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def table3_stats(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (MIM row, mask ratio) with 100 % of the labels: mean, std, n, bold flag, paper and ours − paper."""
-    full = runs[runs["method"].isin(MIM_METHODS) & np.isclose(runs["fraction"], 1.0)]
+    full = runs[runs["method"].isin(MIM_METHODS) & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
     stats = summarize(full, ["row_order", "row", "method", "arch", "mask_ratio"])
     stats["paper"] = pd.Series([paper.table3_accuracy(m, a, r)
                                 for m, a, r in zip(stats["method"], stats["arch"], stats["mask_ratio"])],
                                index=stats.index, dtype=float)
     stats["delta"] = stats["mean"] - stats["paper"]
     stats["best"] = _mark_best(stats, "row")
+    return stats
+
+
+def mask_source_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """RGMIM runs at the paper's default mask ratio, every mask source."""
+    default_ratio = np.isclose(runs["mask_ratio"].astype(float), paper.DEFAULT_MASK_RATIO)
+    return runs[runs["method"].isin(REGION_GUIDED) & default_ratio]
+
+
+def has_other_mask_sources(runs: pd.DataFrame) -> bool:
+    """RGMIM runs at the default mask ratio with another region than the dataset's own masks exist."""
+    return bool((~expert_region(mask_source_runs(runs))).any())
+
+
+def mask_source_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (mask source, fraction): mean, std, n over seeds of RGMIM's accuracy and a bold flag."""
+    stats = summarize(mask_source_runs(runs), ["mask_source", "fraction"])
+    stats["best"] = _mark_best(stats, "fraction")
     return stats
 
 
@@ -245,6 +292,21 @@ def table3_markdown(stats: pd.DataFrame) -> str:
     return to_markdown(grid.rename_axis("Mask ratio").reset_index())
 
 
+def mask_source_markdown(stats: pd.DataFrame) -> str:
+    """One row per mask source (gt first), one column per label fraction."""
+    cells = stats.assign(cell=[format_stat(row.mean, row.std, row.n, row.best) for row in stats.itertuples()])
+    grid = cells.pivot(index="mask_source", columns="fraction", values="cell")
+    grid = grid.reindex(index=_ordered_sources(grid.index), columns=sorted(grid.columns)).fillna(MISSING)
+    grid.columns = [fraction_label(f) for f in grid.columns]
+    return to_markdown(grid.rename_axis("Mask source").reset_index())
+
+
+def _ordered_sources(sources: Iterable[str]) -> list[str]:
+    present = set(sources)
+    known = [source for source in MASK_SOURCE_ORDER if source in present]
+    return known + sorted(present - set(known))
+
+
 def paired_markdown(differences: pd.DataFrame) -> str:
     def mean_text(row) -> str:
         return "n/a" if math.isnan(row.mean) else signed(row.mean)
@@ -310,7 +372,8 @@ def cost_markdown(runs: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------- protocol
 
 # Config keys that differ between runs by design, or by machine without changing the protocol.
-EXPECTED_TO_VARY = frozenset({"seed", "pretrain.mask_ratio", "data.cache_dir", "data.root"})
+EXPECTED_TO_VARY = frozenset({"seed", "pretrain.mask_ratio", "data.cache_dir", "data.root", "data.mask_source",
+                              "data.mask_dir", "data.sam_checkpoint", "data.sam_model"})
 
 
 def _distinct(values: pd.Series) -> list[str]:
@@ -370,6 +433,11 @@ def protocol_notes(section: Section) -> list[str]:
         "± is the sample standard deviation over seeds (ddof = 1), n the number of seeds; "
         f"paired CIs are percentile bootstraps ({BOOTSTRAP_RESAMPLES:,} resamples, RNG seed {BOOTSTRAP_SEED}).",
     ]
+    if has_other_mask_sources(runs):
+        sources = _ordered_sources(runs.loc[runs["method"].isin(REGION_GUIDED), "mask_source"])
+        notes.append("RGMIM lung-mask sources run: " + ", ".join(f"`{source}`" for source in sources)
+                     + f" (Tables 2 and 3 and the paired differences use `{EXPERT_REGION}`, the dataset's own "
+                     "masks; the others appear only in \"RGMIM by lung-mask source\").")
     varying = [key for key in configs.columns
                if key not in EXPECTED_TO_VARY and len(_distinct(configs[key])) > 1]
     if varying:
