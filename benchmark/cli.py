@@ -38,29 +38,23 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                        help="Segment Anything checkpoint file for --mask-source sam (never downloaded)")
 
 
+# Shortcut options and the config field each one sets; --set overrides are applied after them.
+SHORTCUTS = {
+    "dataset": "data.dataset", "data_root": "data.root", "cache_dir": "data.cache_dir",
+    "missing_masks": "data.missing_masks", "split_file": "data.split_file", "seed": "seed",
+    "mask_source": "data.mask_source", "mask_dir": "data.mask_dir", "sam_checkpoint": "data.sam_checkpoint",
+    "mask_ratio": "pretrain.mask_ratio",
+}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """Build the resolved config from --profile, the shortcut options and --set (applied last)."""
-    shortcuts = []
-    if args.dataset is not None:
-        shortcuts.append(f"data.dataset={args.dataset}")
-    if args.data_root is not None:
-        shortcuts.append(f"data.root={args.data_root}")
-    if args.cache_dir is not None:
-        shortcuts.append(f"data.cache_dir={args.cache_dir}")
-    if args.missing_masks is not None:
-        shortcuts.append(f"data.missing_masks={args.missing_masks}")
-    if args.split_file is not None:
-        shortcuts.append(f"data.split_file={args.split_file}")
-    if args.seed is not None:
-        shortcuts.append(f"seed={args.seed}")
-    for key in ("mask_source", "mask_dir", "sam_checkpoint"):
-        if getattr(args, key, None) is not None:  # getattr: namespaces stored by older sweeps lack them
-            shortcuts.append(f"data.{key}={getattr(args, key)}")
-    if getattr(args, "mask_ratio", None) is not None:
-        shortcuts.append(f"pretrain.mask_ratio={args.mask_ratio}")
+    # getattr: not every command has every shortcut, and namespaces stored by older sweeps lack new ones
+    shortcuts = [f"{key}={getattr(args, option)}" for option, key in SHORTCUTS.items()
+                 if getattr(args, option, None) is not None]
     if getattr(args, "weights", None) is not None:
         arch = args.arch or resolve_method(args.method, None)[1]
-        shortcuts.append(f"{'vit' if arch == 'vit' else 'resnet'}_weights={args.weights}")
+        shortcuts.append(f"{arch}_weights={args.weights}")
     config, why = build_config(args.profile, shortcuts + list(args.overrides))
     print(f"[benchmark] {why}", file=sys.stderr)
     return config
@@ -75,12 +69,16 @@ def resolve_method(name: str, arch: str | None):
 def run_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from benchmark.engine import distributed
     from benchmark.runner import execute
 
     resolve_method(args.method, args.arch)  # name errors before any config work
     config = config_from_args(args)
-    execute(args.method, args.fraction, config, Path(args.results), arch=args.arch, force=args.force,
-            progress=not args.no_progress)
+    try:
+        execute(args.method, args.fraction, config, Path(args.results), arch=args.arch, force=args.force,
+                progress=not args.no_progress)
+    finally:
+        distributed.leave()  # under torchrun: leave the process group cleanly
     return 0
 
 
@@ -96,6 +94,7 @@ def methods_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchmark.bench import add_parser as add_bench_parser
     from benchmark.data import commands as data_commands
     from benchmark.report import add_parser as add_report_parser
     from benchmark.status import add_parser as add_status_parser
@@ -126,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(commands, add_config_options)
     add_sweep_parser(commands, add_config_options)
     add_status_parser(commands, add_config_options)
+    add_bench_parser(commands, add_config_options)
     return parser
 
 
