@@ -1,4 +1,7 @@
-"""One run end to end: resolve -> data -> pretrain (or reuse) -> fine-tune + evaluate -> record."""
+"""One run end to end: resolve -> data -> pretrain (or reuse) -> fine-tune + evaluate -> record.
+
+Under torchrun every rank executes this; rank 0 alone prints the config and writes the record.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from benchmark.config import Config, ConfigError, describe, stable_hash, to_dict
 from benchmark.data.cache import resolve_cache_root
 from benchmark.data.prepare import prepare
 from benchmark.data.splits import check_fraction
+from benchmark.engine import distributed
 from benchmark.engine.finetune import finetune
 from benchmark.engine.pretrain import pretrained_encoder
 from benchmark.engine.runtime import code_version, hardware, resolve_device
@@ -23,6 +27,7 @@ from methods.backbones import build_encoder, load_imagenet_encoder
 from methods.base import Method
 
 RESULT_NEUTRAL_KEYS = {"cache_dir", "num_workers"}  # where files live and how they load, not what they hold
+SPEED_ONLY_KEYS = ("device", "compile", "channels_last", "cpu_onednn_linear")  # where and how a step computes
 
 
 def resolve_method(name: str, arch: str | None) -> tuple[Method, str]:
@@ -39,7 +44,8 @@ def run_id(method: Method, arch: str, fraction: float, config: Config) -> str:
     """Deterministic id from the resolved config (paths to caches and the device left out)."""
     settings = to_dict(config)
     settings["data"] = {k: v for k, v in settings["data"].items() if k not in RESULT_NEUTRAL_KEYS}
-    settings.pop("device")
+    for key in SPEED_ONLY_KEYS:
+        settings.pop(key)
     if not method.uses_mask_ratio:
         settings["pretrain"].pop("mask_ratio")
     if method.build_pretrainer is None:
@@ -77,9 +83,11 @@ def execute(method_name: str, fraction: float, config: Config, results: Path, ar
         print(f"[run] {identifier}: finished record exists, reusing it ({destination}); --force reruns", flush=True)
         return record
 
-    print(describe(config), file=sys.stderr)
     started_at = datetime.now(timezone.utc).isoformat()
     device = resolve_device(config)
+    ranks = distributed.current()
+    if ranks.is_main:
+        print(describe(config), file=sys.stderr)
     data = prepare(config.data, progress=progress)
     root = resolve_cache_root(config.data)
 
@@ -110,14 +118,15 @@ def execute(method_name: str, fraction: float, config: Config, results: Path, ar
         "history": outcome["history"],
         "pretrain": pretrain_summary,
         "finetune": outcome["summary"],
-        "hardware": hardware(device),
+        "hardware": {**hardware(device), "processes": ranks.world},
         "code_version": code_version(),
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(),
     }
-    write_record(destination, record)
-    checkpoint.unlink(missing_ok=True)
-    print(summary_line(record, destination), flush=True)
+    if ranks.is_main:
+        write_record(destination, record)
+        checkpoint.unlink(missing_ok=True)
+        print(summary_line(record, destination), flush=True)
     return record
 
 

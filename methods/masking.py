@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmark.engine.distributed import batch_uniform
+
 
 def visible_count(num_patches: int, mask_ratio: float) -> int:
     return int(num_patches * (1 - mask_ratio))  # models_mae.py random_masking: len_keep
@@ -25,12 +27,12 @@ def mask_by_noise(noise: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor,
 
 def random_masking(valid: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
     """MAE: uniform random masking; the lung region is ignored."""
-    return mask_by_noise(torch.rand(valid.shape, device=valid.device), mask_ratio)
+    return mask_by_noise(batch_uniform(valid.shape, valid.device), mask_ratio)
 
 
 def region_guided_masking(valid: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
     """RGMIM §3.1: mask valid lung patches first (spec §2's batch-friendly exact rule)."""
-    noise = torch.rand(valid.shape, device=valid.device) + valid.float()
+    noise = batch_uniform(valid.shape, valid.device) + valid.float()
     return mask_by_noise(noise, mask_ratio)
 
 

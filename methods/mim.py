@@ -49,6 +49,9 @@ class MaskedAutoencoder(Pretrainer):
         vit = build_vit(config)
         self.backbone = MaskedVisionTransformerTIMM(
             vit=vit, pos_embed_initialization=config.model.pos_embed)
+        # The encoder sees only visible patches, so its mask token never gets a gradient; frozen, DDP need
+        # not search the graph for unused parameters every step (the decoder's mask token is the one used).
+        self.backbone.mask_token.requires_grad_(False)
         self.num_patches = vit.patch_embed.num_patches
         self.decoder_embed = nn.Linear(vit.embed_dim, config.model.decoder_dim)
         self.decoder = MaskedVisionTransformerDecoderTIMM(

@@ -3,7 +3,8 @@
 The views are the ones lightly's transforms define (their parameters are read from lightly's own
 constructor defaults, so they follow the library), executed as batched tensor operations instead of
 per-sample PIL calls: the hot path never leaves the device. Inputs are greyscale, so lightly's
-saturation, hue and random-greyscale steps are identities here and are skipped.
+saturation, hue and random-greyscale steps are identities here and are skipped. Every random draw goes
+through ``batch_uniform``, so a DDP rank draws for its rows exactly what a single process draws.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from benchmark.engine.distributed import batch_uniform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # spec §0.1: every method normalises with ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,15 +69,15 @@ def random_resized_crop(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-sample RandomResizedCrop + horizontal flip; the mask gets the same box, resampled nearest."""
     batch, device = images.shape[0], images.device
-    area = torch.empty(batch, device=device).uniform_(min_scale, 1.0)
-    log_ratio = torch.empty(batch, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    area = batch_uniform((batch,), device, min_scale, 1.0)
+    log_ratio = batch_uniform((batch,), device, math.log(ratio[0]), math.log(ratio[1]))
     aspect = torch.exp(log_ratio)
     # Box width/height as fractions of the image; clamped instead of torchvision's 10 retries.
     width = torch.sqrt(area * aspect).clamp(max=1.0)
     height = torch.sqrt(area / aspect).clamp(max=1.0)
-    center_x = (torch.rand(batch, device=device) * (1 - width) + width / 2) * 2 - 1
-    center_y = (torch.rand(batch, device=device) * (1 - height) + height / 2) * 2 - 1
-    flip = torch.where(torch.rand(batch, device=device) < hflip_prob, -1.0, 1.0)
+    center_x = (batch_uniform((batch,), device) * (1 - width) + width / 2) * 2 - 1
+    center_y = (batch_uniform((batch,), device) * (1 - height) + height / 2) * 2 - 1
+    flip = torch.where(batch_uniform((batch,), device) < hflip_prob, -1.0, 1.0)
     theta = torch.zeros(batch, 2, 3, device=device)
     theta[:, 0, 0] = width * flip
     theta[:, 0, 2] = center_x
@@ -91,9 +94,9 @@ def random_resized_crop(
 def color_jitter(images: torch.Tensor, prob: float, brightness: float, contrast: float) -> torch.Tensor:
     """Brightness then contrast, each factor uniform in [1 - s, 1 + s], applied with probability prob."""
     batch = images.shape[0]
-    apply = (torch.rand(batch, 1, 1, 1, device=images.device) < prob).float()
-    bright = 1 + apply * torch.empty_like(apply).uniform_(-brightness, brightness)
-    contr = 1 + apply * torch.empty_like(apply).uniform_(-contrast, contrast)
+    apply = (batch_uniform((batch, 1, 1, 1), images.device) < prob).float()
+    bright = 1 + apply * batch_uniform(apply.shape, images.device, -brightness, brightness)
+    contr = 1 + apply * batch_uniform(apply.shape, images.device, -contrast, contrast)
     images = (images * bright).clamp(0, 1)
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
     return ((images - mean) * contr + mean).clamp(0, 1)
@@ -103,7 +106,7 @@ def gaussian_blur(images: torch.Tensor, prob: float, sigmas: tuple[float, float]
     """Per-sample Gaussian blur (separable, grouped convolution) with probability prob."""
     batch, _, height, width = images.shape
     scale = height / LIGHTLY_BLUR_REFERENCE_SIZE
-    sigma = torch.empty(batch, device=images.device).uniform_(*sigmas) * scale
+    sigma = batch_uniform((batch,), images.device, *sigmas) * scale
     radius = max(1, int(math.ceil(3 * sigmas[1] * scale)))
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
     kernel = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None].clamp(min=1e-3)) ** 2)
@@ -112,12 +115,12 @@ def gaussian_blur(images: torch.Tensor, prob: float, sigmas: tuple[float, float]
     padded = F.pad(grouped, (radius, radius, radius, radius), mode="reflect")
     blurred = F.conv2d(padded, kernel.view(batch, 1, 1, -1), groups=batch)
     blurred = F.conv2d(blurred, kernel.view(batch, 1, -1, 1), groups=batch).view_as(images)
-    apply = torch.rand(batch, 1, 1, 1, device=images.device) < prob
+    apply = batch_uniform((batch, 1, 1, 1), images.device) < prob
     return torch.where(apply, blurred, images)
 
 
 def solarize(images: torch.Tensor, prob: float, threshold: float = 0.5) -> torch.Tensor:
-    apply = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < prob
+    apply = batch_uniform((images.shape[0], 1, 1, 1), images.device) < prob
     return torch.where(apply & (images >= threshold), 1 - images, images)
 
 

@@ -2,16 +2,25 @@
 
 The selected images (and lung masks) are held as one uint8 tensor on the training device; a batch is
 an index into it. Batch order is a seeded permutation per epoch, so a resumed run sees the same order.
+Under DDP every rank holds the pool, walks the same permutation and keeps its rows of each global batch.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
 
 from benchmark.data.views import to_unit
+from benchmark.engine.distributed import Ranks
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # (b, 1, H, W) in [0, 1], this rank's rows
+    masks: Optional[torch.Tensor]  # (b, 1, H, W) {0, 1} or None
+    labels: torch.Tensor  # (b,)
+    global_size: int  # rows of the global batch over all ranks (random draws are made for all of them)
 
 
 class TensorPool:
@@ -27,8 +36,8 @@ class TensorPool:
         return len(self.labels)
 
     def batches(self, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False,
-                ) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]]:
-        """(images (B, 1, H, W) in [0, 1], masks (B, 1, H, W) or None, labels (B,)) on the device."""
+                ranks: Ranks = Ranks()) -> Iterator[Batch]:
+        """Batches of ``batch_size`` (global) images on the device; ``ranks`` picks this rank's rows."""
         if shuffle:
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
             order = torch.randperm(len(self), generator=generator).to(self.device)
@@ -36,6 +45,7 @@ class TensorPool:
             order = torch.arange(len(self), device=self.device)
         stop = len(self) - (len(self) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):
-            index = order[start:start + batch_size]
+            global_index = order[start:start + batch_size]
+            index = ranks.rows(global_index)
             masks = self.masks[index].unsqueeze(1).float() if self.masks is not None else None
-            yield to_unit(self.images[index]), masks, self.labels[index]
+            yield Batch(to_unit(self.images[index]), masks, self.labels[index], len(global_index))

@@ -2,6 +2,7 @@
 
 Evaluates on the test set after every epoch; the headline is the final epoch's accuracy (there is no
 validation split in the paper, so choosing the best epoch on the test set would leak).
+Under DDP each rank trains on its rows of every global batch and evaluates a block of the test set.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from tqdm import tqdm
 from benchmark.config import Config
 from benchmark.data.prepare import PreparedData
 from benchmark.data.views import ViewSpec, make_view, normalize
+from benchmark.engine import distributed
 from benchmark.engine.batches import TensorPool
 from benchmark.engine.checkpoint import load_torch, save_torch
+from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.metrics import classification_metrics
 from benchmark.engine.runtime import TrainingError, autocast, lr_at, restore_rng_state, rng_state, set_lr
 from methods.backbones import feature_dim
@@ -52,34 +55,62 @@ def param_groups(model: Classifier, config: Config) -> list[dict]:
 @torch.no_grad()
 def evaluate(model: nn.Module, pool: TensorPool, config: Config, device: torch.device,
              classes: tuple[str, ...]) -> dict:
+    """Batched, gradient-free; under DDP each rank scores its block and the blocks are gathered in order."""
     model.eval()
     probabilities, labels = [], []
-    for images, _, batch_labels in pool.batches(config.finetune.eval_batch_size, 0, 0, shuffle=False):
+    for batch in pool.batches(config.finetune.eval_batch_size, 0, 0, shuffle=False):
         with autocast(device, config):
-            logits = model(normalize(images))
-        probabilities.append(logits.float().softmax(dim=1).cpu())
-        labels.append(batch_labels.cpu())
+            logits = model(normalize(batch.images))
+        probabilities.append(logits.float().softmax(dim=1))
+        labels.append(batch.labels)
     model.train()
-    return classification_metrics(torch.cat(probabilities).numpy(), torch.cat(labels).numpy(), classes)
+    probabilities = distributed.gather_blocks(torch.cat(probabilities)).cpu()  # one host copy per evaluation
+    labels = distributed.gather_blocks(torch.cat(labels)).cpu()
+    return classification_metrics(probabilities.numpy(), labels.numpy(), classes)
+
+
+def build_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optimizer, float]:
+    """AdamW at lr = blr * global batch / 256 (T1 scaling rule); returns (optimizer, base lr)."""
+    settings = config.finetune
+    base_lr = settings.blr * settings.batch_size / 256
+    # fused: one kernel over all parameters, same update rule; the per-tensor loop dominated small steps on CPU
+    return torch.optim.AdamW(param_groups(model, config), lr=base_lr, betas=settings.betas, fused=True), base_lr
+
+
+def training_view(config: Config) -> ViewSpec:
+    return ViewSpec(min_scale=config.finetune.min_scale)  # spec §0.2: mild crop + flip, nothing else
+
+
+def classification_backward(trained: nn.Module, views: torch.Tensor, labels: torch.Tensor, global_size: int,
+                            config: Config, device: torch.device) -> torch.Tensor:
+    """Cross-entropy of this rank's rows, scaled so DDP's average over ranks is the global batch's mean
+    even when a last batch splits unevenly (identical to the plain mean in one process)."""
+    with autocast(device, config):
+        logits = trained(views)
+    loss = F.cross_entropy(logits.float(), labels, reduction="sum") / global_size * distributed.current().world
+    loss.backward()
+    return loss.detach()
 
 
 def finetune(encoder: nn.Module, config: Config, data: PreparedData, fraction: float, device: torch.device,
              checkpoint_file: Optional[Path] = None, progress: bool = True, label: str = "") -> dict:
     """Train encoder + head on the label subset of `fraction`; returns history, final metrics, cost."""
     settings = config.finetune
+    ranks = distributed.current()
     torch.manual_seed(config.seed)
     model = Classifier(encoder, len(data.classes), settings.head_init_std).to(device)
+    apply_fast_paths(model, device, config)
+    trained = distributed.wrap(model, device)
     subset = data.subset(fraction)
     train_pool = TensorPool(data.images, None, data.labels, subset, device)
-    test_pool = TensorPool(data.images, None, data.labels, data.test_idx, device)
+    test_block = data.test_idx[distributed.contiguous_share(len(data.test_idx))]
+    test_pool = TensorPool(data.images, None, data.labels, test_block, device)
     steps_per_epoch = math.ceil(len(train_pool) / settings.batch_size)  # no drop_last: 1 % may be tiny
     if settings.max_steps:
         steps_per_epoch = min(steps_per_epoch, settings.max_steps)
     total_steps = steps_per_epoch * settings.epochs
-    base_lr = settings.blr * settings.batch_size / 256  # T1 scaling rule
-    # fused: one kernel over all parameters, same update rule; the per-tensor loop dominated small steps on CPU
-    optimizer = torch.optim.AdamW(param_groups(model, config), lr=base_lr, betas=settings.betas, fused=True)
-    view = ViewSpec(min_scale=settings.min_scale)  # spec §0.2: mild crop + flip, nothing else
+    optimizer, base_lr = build_optimizer(model, config)
+    view = training_view(config)
 
     history: list[dict] = []
     start_epoch = 0
@@ -87,31 +118,30 @@ def finetune(encoder: nn.Module, config: Config, data: PreparedData, fraction: f
         saved = load_torch(checkpoint_file)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        restore_rng_state(saved["rng"])
+        restore_rng_state(saved["rng"], device)
         history, start_epoch = saved["history"], saved["epoch"]
         print(f"[finetune] resuming from epoch {start_epoch}/{settings.epochs}", flush=True)
 
     bar = tqdm(total=settings.epochs, initial=start_epoch, unit="epoch", desc=f"finetune {label}".strip(),
-               disable=not progress)
+               disable=not (progress and ranks.is_main))
     model.train()
     for epoch in range(start_epoch, settings.epochs):
         started = time.time()
         loss_sum, seen = torch.zeros((), device=device), 0
-        batches = train_pool.batches(settings.batch_size, config.seed, epoch)
-        for step_in_epoch, (images, _, labels) in zip(range(steps_per_epoch), batches):
+        batches = train_pool.batches(settings.batch_size, config.seed, epoch, ranks=ranks)
+        for step_in_epoch, batch in zip(range(steps_per_epoch), batches):
             step = epoch * steps_per_epoch + step_in_epoch
             set_lr(optimizer, lr_at(step, total_steps, settings.warmup_epochs * steps_per_epoch, base_lr,
                                     settings.min_lr), base_lr)
-            views, _ = make_view(images, view, data.image_size)
-            with autocast(device, config):
-                loss = F.cross_entropy(model(views).float(), labels)
-            loss.backward()
+            with distributed.global_batch(batch.global_size):
+                views, _ = make_view(batch.images, view, data.image_size)
+                loss = classification_backward(trained, views, batch.labels, batch.global_size, config, device)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach() * len(labels)
-            seen += len(labels)
+            loss_sum += loss * batch.global_size / ranks.world  # this rank's share of the batch's loss sum
+            seen += batch.global_size
         train_time = time.time() - started
-        train_loss = loss_sum.item() / max(1, seen)
+        train_loss = distributed.total(loss_sum).item() / max(1, seen)
         if not math.isfinite(train_loss):
             raise TrainingError(f"fine-tuning loss became {train_loss} at epoch {epoch + 1} (lr {base_lr:.3g}); "
                                 "lower finetune.blr or turn amp off")
@@ -121,8 +151,8 @@ def finetune(encoder: nn.Module, config: Config, data: PreparedData, fraction: f
                         "eval_time_s": time.time() - started - train_time, **metrics})
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{metrics['accuracy']:.3f}")
-        if checkpoint_file is not None:
-            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+        if checkpoint_file is not None and ranks.is_main:
+            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(device),
                         "history": history, "epoch": epoch + 1}, checkpoint_file)
     bar.close()
     train_time = sum(entry["train_time_s"] for entry in history)

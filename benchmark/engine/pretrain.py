@@ -2,10 +2,12 @@
 
 Pretraining is label-free over the whole training pool and independent of the label fraction, so
 its result is cached under a key of everything that affects it and reused by every fine-tuning run.
+Under DDP every rank trains; rank 0 alone holds the cache lock, writes checkpoints and the encoder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -14,13 +16,16 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
+from torch import nn
 from tqdm import tqdm
 
 from benchmark.config import Config, ConfigError, stable_hash, to_dict
 from benchmark.data.prepare import PreparedData
 from benchmark.data.views import make_view
-from benchmark.engine.batches import TensorPool
+from benchmark.engine import distributed
+from benchmark.engine.batches import Batch, TensorPool
 from benchmark.engine.checkpoint import load_torch, save_json, save_torch
+from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.runtime import TrainingError, autocast, lr_at, restore_rng_state, rng_state, set_lr
 from methods.base import Method, Pretrainer
 
@@ -50,8 +55,10 @@ def pretrained_encoder(method: Method, config: Config, data: PreparedData, devic
     directory = cache_root / "pretrained" / key
     directory.mkdir(parents=True, exist_ok=True)
     encoder_file, summary_file = directory / "encoder.pt", directory / "summary.json"
-    with FileLock(str(directory / ".lock")):  # two jobs asking for the same encoder: one trains
-        if encoder_file.exists() and summary_file.exists():
+    is_main = distributed.current().is_main
+    # two jobs asking for the same encoder: one trains; within a DDP job rank 0 decides for all ranks
+    with FileLock(str(directory / ".lock")) if is_main else contextlib.nullcontext():
+        if distributed.main_decides(encoder_file.exists() and summary_file.exists()):
             print(f"[pretrain] reusing cached encoder {key} ({directory})", flush=True)
             saved = load_torch(encoder_file)
             summary = {**json.loads(summary_file.read_text()), "reused": True}
@@ -59,9 +66,10 @@ def pretrained_encoder(method: Method, config: Config, data: PreparedData, devic
         summary, model = train(method, config, data, device, directory / "checkpoint.pt", progress)
         summary.update(cache_key=key, reused=False)
         state = {name: tensor.detach().cpu() for name, tensor in model.encoder().state_dict().items()}
-        save_torch({"arch": model.arch, "state": state}, encoder_file)
-        save_json(summary, summary_file)
-        (directory / "checkpoint.pt").unlink(missing_ok=True)
+        if is_main:
+            save_torch({"arch": model.arch, "state": state}, encoder_file)
+            save_json(summary, summary_file)
+            (directory / "checkpoint.pt").unlink(missing_ok=True)
         return PretrainedEncoder(model.arch, state, summary)
 
 
@@ -79,75 +87,106 @@ def build_optimizer(model: Pretrainer, config: Config) -> tuple[torch.optim.Opti
                            momentum=settings.ssl_momentum, fused=True), base_lr, 0.0  # fused: as AdamW above
 
 
+def pretrain_views(model: Pretrainer, batch: Batch, image_size: int) -> tuple[list[torch.Tensor],
+                                                                              torch.Tensor | None]:
+    """The method's views of a batch; the lung masks follow the first view's crop."""
+    views, view_masks = [], None
+    for index, spec in enumerate(model.view_specs):
+        view, aligned = make_view(batch.images, spec, image_size, batch.masks if index == 0 else None)
+        views.append(view)
+        view_masks = aligned if index == 0 else view_masks
+    return views, view_masks
+
+
+def forward_backward(trained: nn.Module, views: list[torch.Tensor], view_masks: torch.Tensor | None,
+                     accum_steps: int, config: Config, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Loss and statistics of one micro-batch, gradients accumulated (``trained``: the model or its DDP)."""
+    with autocast(device, config):
+        loss, stats = trained(views, view_masks)
+    (loss / accum_steps).backward()
+    return loss.detach(), {name: value.detach() for name, value in stats.items()}
+
+
+def apply_update(model: Pretrainer, optimizer: torch.optim.Optimizer, step: int, total_steps: int) -> None:
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.after_step(step, total_steps)
+
+
 def train(method: Method, config: Config, data: PreparedData, device: torch.device,
           checkpoint_file: Path, progress: bool) -> tuple[dict, Pretrainer]:
     settings = config.pretrain
+    ranks = distributed.current()
     torch.manual_seed(config.seed)
     model = method.build_pretrainer(config).to(device)
+    apply_fast_paths(model, device, config)
+    trained = distributed.wrap(model, device)
     pool = TensorPool(data.images, data.masks if model.uses_masks else None, data.labels, data.train_idx, device)
     steps_per_epoch = len(pool) // settings.batch_size  # drop_last=True (spec §0.3)
     if steps_per_epoch == 0:
         raise ConfigError(f"pretrain.batch_size={settings.batch_size} is larger than the training pool "
                           f"({len(pool)} images): lower it")
+    micro_batch = settings.batch_size // settings.accum_steps  # over all ranks; lr follows the global batch
+    if micro_batch % ranks.world:
+        raise ConfigError(f"pretrain.batch_size / accum_steps = {micro_batch} does not split over {ranks.world} "
+                          f"ranks: make it a multiple of the number of processes")
     total_steps = steps_per_epoch * settings.epochs
     if settings.max_steps:
         total_steps = min(total_steps, settings.max_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer, base_lr, warmup_epochs = build_optimizer(model, config)
-    micro_batch = settings.batch_size // settings.accum_steps
 
     history: list[dict] = []
     start_epoch, started = 0, time.time()
-    if checkpoint_file.exists():
+    if checkpoint_file.exists():  # every rank loads rank 0's checkpoint: the ranks' states are equal
         saved = load_torch(checkpoint_file)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        restore_rng_state(saved["rng"])
+        restore_rng_state(saved["rng"], device)
         history, start_epoch = saved["history"], saved["epoch"]
         print(f"[pretrain] resuming {method.name} from epoch {start_epoch}/{epochs}", flush=True)
 
     bar = tqdm(total=total_steps * settings.batch_size, initial=start_epoch * steps_per_epoch * settings.batch_size,
-               unit="img", unit_scale=True, desc=f"pretrain {method.name}", disable=not progress, smoothing=0.1)
+               unit="img", unit_scale=True, desc=f"pretrain {method.name}", disable=not (progress and ranks.is_main),
+               smoothing=0.1)
     model.train()
     for epoch in range(start_epoch, epochs):
         epoch_started = time.time()
         loss_sum = torch.zeros((), device=device)
         stat_sums: dict[str, torch.Tensor] = {}
         steps_done = 0
-        batches = pool.batches(micro_batch, config.seed, epoch, drop_last=True)
+        batches = pool.batches(micro_batch, config.seed, epoch, drop_last=True, ranks=ranks)
         for step_in_epoch in range(steps_per_epoch):
             step = epoch * steps_per_epoch + step_in_epoch
             if step >= total_steps:
                 break
             set_lr(optimizer, lr_at(step, total_steps, warmup_epochs * steps_per_epoch, base_lr, 0.0), base_lr)
-            for _ in range(settings.accum_steps):
-                images, masks, _ = next(batches)
-                views, view_masks = [], None
-                for index, spec in enumerate(model.view_specs):
-                    view, aligned = make_view(images, spec, data.image_size, masks if index == 0 else None)
-                    views.append(view)
-                    view_masks = aligned if index == 0 else view_masks
-                with autocast(device, config):
-                    loss, stats = model(views, view_masks)
-                (loss / settings.accum_steps).backward()
-                loss_sum += loss.detach() / settings.accum_steps
+            for micro_step in range(settings.accum_steps):
+                batch = next(batches)
+                last = micro_step == settings.accum_steps - 1
+                with distributed.global_batch(batch.global_size), distributed.gradient_sync(trained, last):
+                    views, view_masks = pretrain_views(model, batch, data.image_size)
+                    loss, stats = forward_backward(trained, views, view_masks, settings.accum_steps, config,
+                                                   device)
+                loss_sum += loss / settings.accum_steps
                 for name, value in stats.items():
-                    stat_sums[name] = stat_sums.get(name, 0) + value.detach() / settings.accum_steps
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            model.after_step(step, total_steps)
+                    stat_sums[name] = stat_sums.get(name, 0) + value / settings.accum_steps
+            apply_update(model, optimizer, step, total_steps)
             steps_done += 1
             bar.update(settings.batch_size)
-            if step_in_epoch % 10 == 0:  # a host sync only every few steps
-                check_finite(loss_sum, method, epoch, step_in_epoch, optimizer)
-                bar.set_postfix(loss=f"{loss_sum.item() / steps_done:.4f}")
-        check_finite(loss_sum, method, epoch, steps_done, optimizer)
-        record = {"epoch": epoch + 1, "loss": loss_sum.item() / max(1, steps_done),
+            if step_in_epoch % 10 == 0:  # a host sync (and under DDP an all-reduce) only every few steps
+                mean_loss = distributed.mean(loss_sum)
+                check_finite(mean_loss, method, epoch, step_in_epoch, optimizer)
+                bar.set_postfix(loss=f"{mean_loss.item() / steps_done:.4f}")
+        mean_loss = distributed.mean(loss_sum)
+        check_finite(mean_loss, method, epoch, steps_done, optimizer)
+        record = {"epoch": epoch + 1, "loss": mean_loss.item() / max(1, steps_done),
                   "wall_time_s": time.time() - epoch_started}
-        record.update({name: float(value) / max(1, steps_done) for name, value in stat_sums.items()})
+        record.update({name: float(distributed.mean(value)) / max(1, steps_done) for name, value in stat_sums.items()})
         history.append(record)
-        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
-                    "history": history, "epoch": epoch + 1}, checkpoint_file)
+        if ranks.is_main:
+            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(device),
+                        "history": history, "epoch": epoch + 1}, checkpoint_file)
     bar.close()
     wall = sum(entry["wall_time_s"] for entry in history)
     images_seen = min(total_steps, epochs * steps_per_epoch) * settings.batch_size
@@ -158,6 +197,7 @@ def train(method: Method, config: Config, data: PreparedData, device: torch.devi
         "masking": [{k: v for k, v in entry.items() if k not in ("loss", "wall_time_s")} for entry in history]
         if model.uses_masks or method.uses_mask_ratio else None,
         "resumed_from_epoch": start_epoch or None, "elapsed_this_process_s": time.time() - started,
+        "processes": ranks.world,
     }
     return summary, model
 

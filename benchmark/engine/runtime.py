@@ -13,21 +13,34 @@ import torch
 
 from benchmark.config import Config, ConfigError
 from benchmark.engine import TrainingError  # noqa: F401  (re-exported for the engines)
+from benchmark.engine import distributed
 
 
 def resolve_device(config: Config) -> torch.device:
+    """The device of this process; under DDP it joins the process group and takes its local GPU."""
     if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(config.device)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={config.device}: no CUDA GPU is available here (use device=cpu or auto)")
+    ranks = distributed.join(device.type)
+    if device.type == "cuda" and ranks.world > 1:
+        return torch.device("cuda", ranks.cuda_index())
     return device
 
 
+def amp_enabled(device: torch.device, config: Config) -> bool:
+    """bf16 autocast on a bf16-capable GPU by default; on CPU only when amp=bf16 is asked for.
+
+    CPU stays fp32 under "auto": records keyed by amp=auto were trained that way.
+    """
+    return config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"
+                                    and torch.cuda.is_bf16_supported())
+
+
 def autocast(device: torch.device, config: Config) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA by default (issue: bf16 on GPU); on CPU only when amp=bf16 is asked for."""
-    enabled = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_enabled(device, config))
 
 
 def lr_at(step: float, total_steps: int, warmup_steps: float, base_lr: float, min_lr: float) -> float:
@@ -44,17 +57,21 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float, base_lr: float) -> None:
         group["lr"] = base_lr if group.get("fixed_lr") else lr * group.get("lr_scale", 1.0)
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The generators a run draws from: the CPU's and, on a GPU, this process's device's.
+
+    Only the device's own generator: under DDP rank r draws on cuda:r, and every rank's stream is equal.
+    """
     state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict) -> None:
+def restore_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def hardware(device: torch.device) -> dict:

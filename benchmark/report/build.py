@@ -61,6 +61,11 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
                   "mean per column; beneath: the paper's value and Δ = ours − paper. MIM rows at mask ratio "
                   f"{default_ratio} only. {tables.describe_row_labels()}",
                   "", tables.table2_markdown(tables.table2_stats(runs)), ""]
+        missing = tables.missing_paper_rows(runs)
+        if missing:
+            lines += [f"Paper rows without runs here: {', '.join(missing)}. Transfer and Cross start from ImageNet "
+                      "weights, which run only when a local weights file is given (`--weights`); nothing is "
+                      "downloaded.", ""]
     else:
         lines += [f"No runs count in Table 2: its MIM rows need mask ratio {default_ratio} and RGMIM "
                   f"`{tables.EXPERT_REGION}` masks (the dataset's own).", ""]

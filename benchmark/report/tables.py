@@ -19,7 +19,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from benchmark.data.masks import region_label
-from benchmark.records import MIM_METHODS, records_frame, row_label
+from benchmark.records import MIM_METHODS, PAPER_ROWS, records_frame, row_label
 from benchmark.report import paper
 
 BOOTSTRAP_RESAMPLES = 10_000
@@ -281,6 +281,12 @@ def table2_markdown(stats: pd.DataFrame) -> str:
     grid = grid.reindex(columns=sorted(grid.columns)).fillna(MISSING)
     grid.columns = [fraction_label(f) for f in grid.columns]
     return to_markdown(grid.reset_index(level="row_order", drop=True).rename_axis("Method").reset_index())
+
+
+def missing_paper_rows(runs: pd.DataFrame) -> list[str]:
+    """Labels of the paper's Table 2 rows that have no run in this section, in the paper's order."""
+    present = set(zip(table2_runs(runs)["method"], table2_runs(runs)["arch"]))
+    return [row_label(method, arch) for method, arch in PAPER_ROWS if (method, arch) not in present]
 
 
 def table3_markdown(stats: pd.DataFrame) -> str:

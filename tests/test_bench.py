@@ -1,0 +1,48 @@
+"""``python -m benchmark bench`` end to end through a real subprocess: the figures exist and are positive.
+
+No timing thresholds: how fast a machine is belongs in the README's Performance section, not in a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE_FIELDS = ("images_per_s", "median_step_s", "flops_per_image", "achieved_flop_per_s", "share_of_matmul_peak",
+                "peak_memory_mb")
+
+
+def bench(tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "benchmark", "bench", "--profile", "smoke", "--steps", "2", "--warmup", "1",
+               "--cache-dir", str(tmp_path / "cache"), *options]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_bench_with_the_reference_reports_every_figure(tmp_path):
+    result = bench(tmp_path, "--compare-reference", "--json", str(tmp_path / "bench.json"))
+    assert result.returncode == 0, result.stderr
+    assert "speed-up of our pretraining over the reference" in result.stdout
+
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert set(report["stages"]) == {"pretrain", "reference_pretrain", "finetune"}
+    for name, stage in report["stages"].items():
+        for field in STAGE_FIELDS:
+            assert stage[field] > 0, (name, field)
+        assert 0 <= stage["data_share"] < 1, name
+        assert stage["timed_steps"] == 2, name
+    assert report["stages"]["pretrain"]["sdpa"] is True  # timm's attention runs F.scaled_dot_product_attention
+    assert report["speedup_vs_reference"] > 0 and report["matmul_peak_flop_per_s"] > 0
+    # both sides compute the same network: the reference is a fair yardstick
+    assert report["stages"]["pretrain"]["flops_per_image"] == report["stages"]["reference_pretrain"]["flops_per_image"]
+
+
+def test_the_reference_is_for_masked_image_modeling_only(tmp_path):
+    result = bench(tmp_path, "--method", "simsiam", "--compare-reference")
+    assert result.returncode == 2
+    assert "use --method mae or rgmim" in result.stderr

@@ -1,0 +1,151 @@
+"""DDP on CPU (gloo, two processes): the same global batch gives what one process gives; rank 0 alone
+writes; a checkpoint resumes under DDP.
+
+The ranks are spawned with torchrun's environment variables, so this is the torchrun code path. Fine-tuning
+runs with drop_path=0: drop-path masks are drawn inside the network per rank (distributed.py says why), every
+other random draw is made for the global batch on every rank and is therefore identical to one process's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import benchmark.engine.pretrain as pretrain_module
+from benchmark.config import build_config
+from benchmark.data.prepare import prepare
+from benchmark.engine import distributed
+from benchmark.runner import execute
+from methods import METHODS
+
+WORLD = 2
+# fraction 0.1 of the smoke pool is 9 images: one fine-tuning batch that splits 5 / 4 over the ranks
+OVERRIDES = ["pretrain.max_steps=2", "finetune.max_steps=0", "finetune.epochs=2", "finetune.drop_path=0"]
+FRACTION = 0.1
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def join_as(rank: int, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+
+def refuse_writes(monkeypatch_targets: list[tuple[object, str]]) -> None:
+    """On ranks other than 0, any record or checkpoint write fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"rank {distributed.current().rank} wrote {args[-1]}")
+
+    for module, name in monkeypatch_targets:
+        setattr(module, name, refuse)
+
+
+def run_worker(rank: int, port: int, cache: str, results: str, out: str) -> None:
+    import benchmark.engine.finetune as finetune_module
+    import benchmark.runner as runner_module
+
+    join_as(rank, port)
+    if rank != 0:
+        refuse_writes([(runner_module, "write_record"), (pretrain_module, "save_torch"),
+                       (pretrain_module, "save_json"), (finetune_module, "save_torch")])
+    config, _ = build_config("smoke", [f"data.cache_dir={cache}", *OVERRIDES])
+    try:
+        record = execute("rgmim", FRACTION, config, Path(results), progress=False)
+        Path(out, f"rank{rank}.json").write_text(json.dumps(record, default=str))
+    finally:
+        distributed.leave()
+
+
+def resume_worker(rank: int, port: int, cache: str, checkpoint: str, out: str) -> None:
+    join_as(rank, port)
+    config, _ = build_config("smoke", [f"data.cache_dir={cache}", "pretrain.epochs=2", "pretrain.max_steps=0"])
+    try:
+        device = torch.device("cpu")
+        distributed.join(device.type)
+        summary, model = pretrain_module.train(METHODS["rgmim"], config, prepare(config.data, progress=False),
+                                               device, Path(checkpoint), progress=False)
+        torch.save({"summary": summary, "state": model.state_dict()}, Path(out, f"rank{rank}.pt"))
+    finally:
+        distributed.leave()
+
+
+def spawn(worker, *args) -> None:
+    mp.start_processes(worker, args=(free_port(), *args), nprocs=WORLD, start_method="spawn", join=True)
+
+
+def encoder_state(cache: Path) -> dict:
+    (encoder_file,) = cache.glob("pretrained/*/encoder.pt")
+    return torch.load(encoder_file, weights_only=True)["state"]
+
+
+def assert_close_states(expected: dict, actual: dict) -> None:
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_two_ranks_match_one_process_and_only_rank_0_writes(tmp_path):
+    config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'single-cache'}", *OVERRIDES])
+    single = execute("rgmim", FRACTION, config, tmp_path / "single-results", progress=False)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    spawn(run_worker, str(tmp_path / "ddp-cache"), str(tmp_path / "ddp-results"), str(out))
+
+    ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(WORLD)]
+    written = list((tmp_path / "ddp-results" / "runs").glob("*.json"))
+    assert [path.name for path in written] == [f"{single['run_id']}.json"]
+    assert_close_states(encoder_state(tmp_path / "single-cache"), encoder_state(tmp_path / "ddp-cache"))
+    for record in ranks:
+        assert record["hardware"]["processes"] == WORLD
+        assert record["finetune"]["subset_size"] == single["finetune"]["subset_size"]
+        assert record["pretrain"]["loss_history"] == pytest.approx(single["pretrain"]["loss_history"], rel=1e-5)
+        for ours, theirs in zip(record["history"], single["history"]):
+            assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+            assert ours["train_images"] == theirs["train_images"]
+            assert ours["accuracy"] == theirs["accuracy"]
+            assert ours["macro_auroc"] == pytest.approx(theirs["macro_auroc"], abs=1e-6)
+        assert record["metrics"]["confusion"] == single["metrics"]["confusion"]
+
+
+class Stop(Exception):
+    """Stands in for a preemption right after the first epoch's checkpoint."""
+
+
+def test_a_checkpoint_resumes_under_ddp_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2",
+                                       "pretrain.max_steps=0"])
+    data, device, method = prepare(config.data, progress=False), torch.device("cpu"), METHODS["rgmim"]
+    _, straight = pretrain_module.train(method, config, data, device, tmp_path / "straight.pt", progress=False)
+
+    real_save = pretrain_module.save_torch
+
+    def save_then_stop(obj, path):
+        real_save(obj, path)
+        raise Stop()
+
+    monkeypatch.setattr(pretrain_module, "save_torch", save_then_stop)
+    with pytest.raises(Stop):
+        pretrain_module.train(method, config, data, device, tmp_path / "resumed.pt", progress=False)
+    monkeypatch.undo()
+
+    out = tmp_path / "out"
+    out.mkdir()
+    spawn(resume_worker, str(tmp_path / "cache"), str(tmp_path / "resumed.pt"), str(out))
+    for rank in range(WORLD):
+        result = torch.load(out / f"rank{rank}.pt", weights_only=False)
+        assert result["summary"]["resumed_from_epoch"] == 1
+        assert_close_states(straight.state_dict(), result["state"])
