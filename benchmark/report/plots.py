@@ -123,20 +123,25 @@ def _paired_panels(title: str) -> tuple[Figure, Axes, Axes]:
     return figure, ours, theirs
 
 
+def _plot_ours_and_paper(stats: pd.DataFrame, x: str, paper_table: dict, paper_x: tuple, ours: Axes,
+                         theirs: Axes) -> None:
+    """Per row: our mean ± std against `x` on the left panel, the paper's values for that row on the right."""
+    for (order, label), group in stats.groupby(["row_order", "row"]):
+        color = _row_color(order)
+        ours.errorbar(group[x], group["mean"], yerr=group["std"].fillna(0.0), color=color, marker="o",
+                      capsize=3, label=label)
+        row = (group["method"].iloc[0], group["arch"].iloc[0])
+        if row in paper_table:
+            theirs.plot(paper_x, paper_table[row], color=color, marker="s", linestyle="--", label=label)
+
+
 def plot_accuracy_vs_fraction(section: Section, path: Path) -> bool:
     """Final test accuracy against label fraction (log x): ours with ±std error bars, the paper's beside."""
     stats = table2_stats(section.runs)
     if stats.empty:
         return False
     figure, ours, theirs = _paired_panels(f"Test accuracy vs fraction of training labels\n{section.title}")
-    for (order, label), group in stats.groupby(["row_order", "row"]):
-        color = _row_color(order)
-        ours.errorbar(group["fraction"], group["mean"], yerr=group["std"].fillna(0.0), color=color,
-                      marker="o", capsize=3, label=label)
-        method, arch = group["method"].iloc[0], group["arch"].iloc[0]
-        if (method, arch) in paper.TABLE2:
-            theirs.plot(paper.TABLE2_FRACTIONS, paper.TABLE2[(method, arch)], color=color, marker="s",
-                        linestyle="--", label=label)
+    _plot_ours_and_paper(stats, "fraction", paper.TABLE2, paper.TABLE2_FRACTIONS, ours, theirs)
     fractions = sorted(set(stats["fraction"]) | set(paper.TABLE2_FRACTIONS))
     _label_fraction_axes(ours, fractions, "this benchmark: mean ± std over seeds")
     _label_fraction_axes(theirs, fractions, "paper, Table 2")
@@ -163,14 +168,7 @@ def plot_accuracy_vs_mask_ratio(section: Section, path: Path) -> bool:
     if stats["mask_ratio"].nunique() < 2:
         return False
     figure, ours, theirs = _paired_panels(f"Test accuracy vs mask ratio, 100 % of training labels\n{section.title}")
-    for (order, label), group in stats.groupby(["row_order", "row"]):
-        color = _row_color(order)
-        ours.errorbar(group["mask_ratio"], group["mean"], yerr=group["std"].fillna(0.0), color=color,
-                      marker="o", capsize=3, label=label)
-        method, arch = group["method"].iloc[0], group["arch"].iloc[0]
-        if (method, arch) in paper.TABLE3:
-            theirs.plot(paper.TABLE3_MASK_RATIOS, paper.TABLE3[(method, arch)], color=color, marker="s",
-                        linestyle="--", label=label)
+    _plot_ours_and_paper(stats, "mask_ratio", paper.TABLE3, paper.TABLE3_MASK_RATIOS, ours, theirs)
     ratios = sorted(set(stats["mask_ratio"]) | set(paper.TABLE3_MASK_RATIOS))
     for axes, title in ((ours, "this benchmark: mean ± std over seeds"), (theirs, "paper, Table 3")):
         axes.set_xticks(ratios, [f"{r:.2f}" for r in ratios])
