@@ -1,4 +1,4 @@
-"""Atomic writes: a file is either the old complete version or the new complete version."""
+"""Atomic writes (a file is either the old or the new complete version) and training-state restore."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from benchmark.engine.runtime import restore_rng_state
 
 
 def _atomic(path: Path, write) -> None:
@@ -35,3 +38,13 @@ def load_torch(path: Path) -> Any:
 
 def save_json(obj: Any, path: Path) -> None:
     _atomic(Path(path), lambda stream: stream.write(json.dumps(obj, indent=2, default=str).encode()))
+
+
+def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                           device: torch.device) -> tuple[list[dict], int]:
+    """Load a per-epoch checkpoint into model, optimizer and RNG; returns (history, completed epochs)."""
+    saved = load_torch(path)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    restore_rng_state(saved["rng"], device)
+    return saved["history"], saved["epoch"]

@@ -23,10 +23,10 @@ from benchmark.data.prepare import PreparedData
 from benchmark.data.views import ViewSpec, make_view, normalize
 from benchmark.engine import distributed
 from benchmark.engine.batches import TensorPool
-from benchmark.engine.checkpoint import load_torch, save_torch
+from benchmark.engine.checkpoint import restore_training_state, save_torch
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.metrics import classification_metrics
-from benchmark.engine.runtime import TrainingError, autocast, lr_at, restore_rng_state, rng_state, set_lr
+from benchmark.engine.runtime import TrainingError, autocast, lr_at, rng_state, set_lr
 from methods.backbones import feature_dim
 
 
@@ -115,11 +115,7 @@ def finetune(encoder: nn.Module, config: Config, data: PreparedData, fraction: f
     history: list[dict] = []
     start_epoch = 0
     if checkpoint_file is not None and checkpoint_file.exists():
-        saved = load_torch(checkpoint_file)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        restore_rng_state(saved["rng"], device)
-        history, start_epoch = saved["history"], saved["epoch"]
+        history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
         print(f"[finetune] resuming from epoch {start_epoch}/{settings.epochs}", flush=True)
 
     bar = tqdm(total=settings.epochs, initial=start_epoch, unit="epoch", desc=f"finetune {label}".strip(),

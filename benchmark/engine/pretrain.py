@@ -24,9 +24,9 @@ from benchmark.data.prepare import PreparedData
 from benchmark.data.views import make_view
 from benchmark.engine import distributed
 from benchmark.engine.batches import Batch, TensorPool
-from benchmark.engine.checkpoint import load_torch, save_json, save_torch
+from benchmark.engine.checkpoint import load_torch, restore_training_state, save_json, save_torch
 from benchmark.engine.fastpaths import apply_fast_paths
-from benchmark.engine.runtime import TrainingError, autocast, lr_at, restore_rng_state, rng_state, set_lr
+from benchmark.engine.runtime import TrainingError, autocast, lr_at, rng_state, set_lr
 from methods.base import Method, Pretrainer
 
 
@@ -139,11 +139,7 @@ def train(method: Method, config: Config, data: PreparedData, device: torch.devi
     history: list[dict] = []
     start_epoch, started = 0, time.time()
     if checkpoint_file.exists():  # every rank loads rank 0's checkpoint: the ranks' states are equal
-        saved = load_torch(checkpoint_file)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        restore_rng_state(saved["rng"], device)
-        history, start_epoch = saved["history"], saved["epoch"]
+        history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
         print(f"[pretrain] resuming {method.name} from epoch {start_epoch}/{epochs}", flush=True)
 
     bar = tqdm(total=total_steps * settings.batch_size, initial=start_epoch * steps_per_epoch * settings.batch_size,

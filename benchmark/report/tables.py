@@ -187,23 +187,23 @@ def _mark_best(stats: pd.DataFrame, column: str) -> pd.Series:
 def table2_stats(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (row, fraction): mean, std, n over seeds, bold flag, the paper's value and ours − paper."""
     stats = summarize(table2_runs(runs), ["row_order", "row", "method", "arch", "fraction"])
-    stats["paper"] = pd.Series([paper.table2_accuracy(m, a, f)
-                                for m, a, f in zip(stats["method"], stats["arch"], stats["fraction"])],
-                               index=stats.index, dtype=float)
-    stats["delta"] = stats["mean"] - stats["paper"]
-    stats["best"] = _mark_best(stats, "fraction")
-    return stats
+    return _beside_paper(stats, "fraction", paper.table2_accuracy, best_within="fraction")
 
 
 def table3_stats(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (MIM row, mask ratio) with 100 % of the labels: mean, std, n, bold flag, paper and ours − paper."""
     full = runs[runs["method"].isin(MIM_METHODS) & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
     stats = summarize(full, ["row_order", "row", "method", "arch", "mask_ratio"])
-    stats["paper"] = pd.Series([paper.table3_accuracy(m, a, r)
-                                for m, a, r in zip(stats["method"], stats["arch"], stats["mask_ratio"])],
+    return _beside_paper(stats, "mask_ratio", paper.table3_accuracy, best_within="row")
+
+
+def _beside_paper(stats: pd.DataFrame, setting: str, paper_accuracy, best_within: str) -> pd.DataFrame:
+    """Add the paper's value for each (method, arch, setting), ours − paper, and the bold flag."""
+    stats["paper"] = pd.Series([paper_accuracy(m, a, x)
+                                for m, a, x in zip(stats["method"], stats["arch"], stats[setting])],
                                index=stats.index, dtype=float)
     stats["delta"] = stats["mean"] - stats["paper"]
-    stats["best"] = _mark_best(stats, "row")
+    stats["best"] = _mark_best(stats, best_within)
     return stats
 
 
