@@ -21,13 +21,7 @@ import pandas as pd
 
 SCHEMA_VERSION = 1
 
-METHODS = ("rgmim", "mae", "skd", "cross", "byol", "simsiam", "transfer", "scratch")
 ARCHS = ("vit", "resnet")
-MIM_METHODS = frozenset({"rgmim", "mae"})
-NO_PRETRAIN_METHODS = frozenset({"transfer", "scratch"})
-
-METHOD_NAMES = {"rgmim": "RGMIM", "mae": "MAE", "skd": "SKD", "cross": "Cross", "byol": "BYOL",
-                "simsiam": "SimSiam", "transfer": "Transfer", "scratch": "Scratch"}
 ARCH_NAMES = {"vit": "ViT", "resnet": "ResNet"}
 
 # The paper's Table 2 rows, in its order, each with the backbone the paper used for it.
@@ -35,10 +29,24 @@ PAPER_ROWS: tuple[tuple[str, str], ...] = (
     ("rgmim", "vit"), ("mae", "vit"), ("skd", "resnet"), ("cross", "resnet"), ("byol", "resnet"),
     ("simsiam", "resnet"), ("transfer", "vit"), ("transfer", "resnet"), ("scratch", "vit"), ("scratch", "resnet"),
 )
-# Methods the paper ran on both backbones; their row label always names the backbone.
-BOTH_BACKBONE_METHODS = frozenset({"transfer", "scratch"})
 
-# Top-level keys and, for sections, the keys each must hold. ``pretrain`` is null for transfer/scratch.
+
+def registry() -> dict:
+    """The method registry (``methods.METHODS``), read at call time so a method registered later counts.
+
+    Imported here rather than at module level: it pulls in torch, timm and lightly (seconds), which
+    code that only writes files with this module need not pay.
+    """
+    from methods import METHODS
+    return METHODS
+
+
+def mim_methods() -> frozenset[str]:
+    """Masked-image-modeling methods: their records carry a mask ratio."""
+    return frozenset(name for name, method in registry().items() if method.uses_mask_ratio)
+
+
+# Top-level keys and, for sections, the keys each must hold. ``pretrain`` is null without a pretraining stage.
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "schema_version": (), "run_id": (), "method": (), "arch": (), "fraction": (), "seed": (),
     "mask_ratio": (), "profile": (),
@@ -65,17 +73,19 @@ class RecordWarning(UserWarning):
 
 
 def row_label(method: str, arch: str) -> str:
-    """Display name of a Table 2 row: "RGMIM", "BYOL", "Transfer (ViT)", "BYOL (ViT)" off the paper's backbone."""
-    if (method, arch) in PAPER_ROWS and method not in BOTH_BACKBONE_METHODS:
-        return METHOD_NAMES[method]
-    return f"{METHOD_NAMES[method]} ({ARCH_NAMES[arch]})"
+    """Display name of a Table 2 row: "RGMIM", "BYOL", "Transfer (ViT)", "BYOL (ViT)" off the method's backbone.
+
+    Only a method with a single backbone, run on it, leaves the backbone unnamed.
+    """
+    entry = registry()[method]
+    return entry.display if entry.archs == (arch,) else f"{entry.display} ({ARCH_NAMES[arch]})"
 
 
 def row_order(method: str, arch: str) -> int:
-    """Sort key: the paper's rows first in its order, then any other method/backbone pair."""
+    """Sort key: the paper's rows first in its order, then any other pair in registry order."""
     if (method, arch) in PAPER_ROWS:
         return PAPER_ROWS.index((method, arch))
-    return len(PAPER_ROWS) + METHODS.index(method) * len(ARCHS) + ARCHS.index(arch)
+    return len(PAPER_ROWS) + list(registry()).index(method) * len(ARCHS) + ARCHS.index(arch)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -149,8 +159,10 @@ def validate_record(record: Any) -> list[str]:
     if not isinstance(record["run_id"], str) or not record["run_id"]:
         problems.append("run_id must be a non-empty string")
     method, arch = record["method"], record["arch"]
-    if method not in METHODS:
-        problems.append(f"method {method!r} is not one of {', '.join(METHODS)}")
+    methods = registry()
+    registered = methods.get(method) if isinstance(method, str) else None  # None: method-specific checks skipped
+    if registered is None:
+        problems.append(f"method {method!r} is not one of {', '.join(methods)}")
     if arch not in ARCHS:
         problems.append(f"arch {arch!r} is not one of {', '.join(ARCHS)}")
     if not (_is_number(record["fraction"]) and 0.0 < record["fraction"] <= 1.0):
@@ -158,9 +170,9 @@ def validate_record(record: Any) -> list[str]:
     if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
         problems.append(f"seed must be an integer, got {record['seed']!r}")
     mask_ratio = record["mask_ratio"]
-    if method in MIM_METHODS and not (_is_number(mask_ratio) and 0.0 < mask_ratio < 1.0):
+    if registered and registered.uses_mask_ratio and not (_is_number(mask_ratio) and 0.0 < mask_ratio < 1.0):
         problems.append(f"mask_ratio must be a number in (0, 1) for {method}, got {mask_ratio!r}")
-    if method not in MIM_METHODS and method in METHODS and mask_ratio is not None:
+    if registered and not registered.uses_mask_ratio and mask_ratio is not None:
         problems.append(f"mask_ratio must be null for {method} (not a masked-image-modeling method)")
     if not isinstance(record["profile"], str) or not record["profile"]:
         problems.append("profile must be a non-empty string")
@@ -200,9 +212,9 @@ def validate_record(record: Any) -> list[str]:
                 problems.append(f"history[{index}] needs an integer epoch and an accuracy in [0, 1]")
 
     pretrain = record["pretrain"]
-    if method in NO_PRETRAIN_METHODS and pretrain is not None:
+    if registered and registered.build_pretrainer is None and pretrain is not None:
         problems.append(f"pretrain must be null for {method} (it has no self-supervised pretraining)")
-    if method in METHODS and method not in NO_PRETRAIN_METHODS and pretrain is None:
+    if registered and registered.build_pretrainer is not None and pretrain is None:
         problems.append(f"pretrain must be an object for {method}")
     for name, section in (("pretrain", pretrain), ("finetune", record["finetune"])):
         if isinstance(section, dict):

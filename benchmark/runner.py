@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark.config import Config, ConfigError, describe, stable_hash, to_dict
+from benchmark.config import Config, ConfigError, describe, settings_read_by, stable_hash, to_dict
 from benchmark.data.cache import resolve_cache_root
 from benchmark.data.prepare import prepare
 from benchmark.data.splits import check_fraction
@@ -42,14 +42,10 @@ def resolve_method(name: str, arch: str | None) -> tuple[Method, str]:
 
 def run_id(method: Method, arch: str, fraction: float, config: Config) -> str:
     """Deterministic id from the resolved config (paths to caches and the device left out)."""
-    settings = to_dict(config)
+    settings = settings_read_by(config, arch, method.recipe)
     settings["data"] = {k: v for k, v in settings["data"].items() if k not in RESULT_NEUTRAL_KEYS}
     for key in SPEED_ONLY_KEYS:
         settings.pop(key)
-    if not method.uses_mask_ratio:
-        settings["pretrain"].pop("mask_ratio")
-    if method.build_pretrainer is None:
-        settings.pop("pretrain")
     digest = stable_hash({"method": method.name, "arch": arch, "fraction": fraction, "config": settings})
     return f"{method.name}-{arch}-f{fraction:g}-s{config.seed}-{digest}"
 

@@ -2,7 +2,8 @@
 
 The shared engines (benchmark/engine) own the loops, optimizers, schedules, checkpoints and
 evaluation; a pretrainer only says which views it needs, how to compute its loss, which optimizer
-recipe it follows and what to do after an optimizer step (EMA updates).
+module does and what to do after an optimizer step (EMA updates); its registry entry names the
+optimizer recipe.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from typing import Callable, Literal, Optional
 import torch
 from torch import nn
 
-from benchmark.config import Config
+from benchmark.config import Config, Recipe
 from benchmark.data.views import ViewSpec
 
 
 class Pretrainer(nn.Module):
     arch: str  # "vit" | "resnet": the encoder exported for fine-tuning
-    optimizer: Literal["adamw", "sgd"]  # adamw: T1 recipe (MIM); sgd: spec §3 recipe (SSL baselines)
     view_specs: tuple[ViewSpec, ...]  # one view (MIM) or two (Siamese)
     uses_masks: bool = False  # only RGMIM needs the lung masks aligned with its view
 
@@ -46,8 +46,10 @@ class Method:
     pretext: str
     reference: str
     build_pretrainer: Optional[Callable[[Config], Pretrainer]] = None  # None: no pretraining stage
+    recipe: Optional[Recipe] = None  # the pretraining optimizer recipe; None without a pretraining stage
     init: Literal["random", "imagenet"] = "random"  # the encoder's starting weights
     uses_mask_ratio: bool = False  # MIM methods: --mask-ratio applies
 
-    def row_label(self, arch: str) -> str:
-        return f"{self.display} ({'ViT' if arch == 'vit' else 'ResNet'})" if len(self.archs) > 1 else self.display
+    def __post_init__(self) -> None:
+        if (self.build_pretrainer is None) != (self.recipe is None):
+            raise ValueError(f"method {self.name}: a pretraining stage needs a recipe, and a recipe a stage")

@@ -24,7 +24,6 @@ from methods.base import Method, Pretrainer
 
 class BYOL(Pretrainer):
     arch = "resnet"
-    optimizer = "sgd"
 
     def __init__(self, config: Config, backbone: Optional[nn.Module] = None):
         super().__init__()
@@ -64,5 +63,5 @@ METHOD = Method(
     name="byol", display="BYOL", archs=("resnet",),
     pretext="Siamese online/momentum-target prediction",
     reference="Grill et al., Bootstrap Your Own Latent, NeurIPS 2020 (paper ref. [20])",
-    build_pretrainer=BYOL,
+    build_pretrainer=BYOL, recipe="sgd",
 )

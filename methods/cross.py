@@ -18,5 +18,5 @@ METHOD = Method(
     name="cross", display="Cross", archs=("resnet",),
     pretext="cross-view Siamese SSL from ImageNet weights (reconstructed)",
     reference="Li et al., COVID-19 detection based on self-supervised transfer learning, IJCARS 2023 (paper ref. [48])",
-    build_pretrainer=build, init="imagenet",
+    build_pretrainer=build, recipe="sgd", init="imagenet",
 )

@@ -14,5 +14,5 @@ METHOD = Method(
     name="mae", display="MAE", archs=("vit",),
     pretext="masked image modeling, random masking",
     reference="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022 (paper ref. [10])",
-    build_pretrainer=build, uses_mask_ratio=True,
+    build_pretrainer=build, recipe="adamw", uses_mask_ratio=True,
 )

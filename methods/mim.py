@@ -34,7 +34,6 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, norm_pix: bool
 
 class MaskedAutoencoder(Pretrainer):
     arch = "vit"
-    optimizer = "adamw"
 
     uses_masks = True  # RGMIM masks by them; MAE only logs how many lung patches it hides
 

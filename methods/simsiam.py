@@ -18,7 +18,6 @@ from methods.base import Method, Pretrainer
 
 class SimSiam(Pretrainer):
     arch = "resnet"
-    optimizer = "sgd"
 
     def __init__(self, config: Config):
         super().__init__()
@@ -50,5 +49,5 @@ METHOD = Method(
     name="simsiam", display="SimSiam", archs=("resnet",),
     pretext="Siamese prediction with stop-gradient",
     reference="Chen & He, Exploring Simple Siamese Representation Learning, CVPR 2021 (paper ref. [21])",
-    build_pretrainer=SimSiam,
+    build_pretrainer=SimSiam, recipe="sgd",
 )

@@ -52,5 +52,5 @@ METHOD = Method(
     name="skd", display="SKD", archs=("resnet",),
     pretext="BYOL + batch-knowledge-ensembling self-distillation (reconstructed)",
     reference="Li et al., Self-knowledge distillation based SSL for COVID-19 detection, ICASSP 2022 (paper ref. [47])",
-    build_pretrainer=SKD,
+    build_pretrainer=SKD, recipe="sgd",
 )

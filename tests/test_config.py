@@ -52,3 +52,28 @@ def test_hash_is_deterministic_and_sensitive():
     b, _ = build_config("smoke", ["pretrain.epochs=2"])
     assert stable_hash(to_dict(a)) == stable_hash(to_dict(build_config("smoke")[0]))
     assert stable_hash(to_dict(a)) != stable_hash(to_dict(b))
+
+
+@pytest.mark.parametrize("method_name, arch, unread, read", [
+    ("scratch", "resnet", ["model.vit_depth=3", "finetune.drop_path=0.3", "pretrain.blr=0.01"], "model.resnet=resnet34"),
+    ("byol", "resnet", ["model.patch_size=4", "pretrain.blr=0.01", "pretrain.mask_ratio=0.5"], "pretrain.ssl_blr=0.1"),
+    ("rgmim", "vit", ["model.resnet=resnet34", "pretrain.ssl_blr=0.1", "pretrain.skd_tau=0.2"], "pretrain.blr=0.01"),
+    ("scratch", "vit", ["pretrain.epochs=3", "model.projector_out=64"], "finetune.layer_decay=0.75"),
+])
+def test_run_ids_and_encoder_keys_ignore_settings_the_run_never_reads(method_name, arch, unread, read):
+    """Retuning one family (e.g. the ViT recipe) must not orphan the other family's finished runs."""
+    from types import SimpleNamespace
+
+    from benchmark.engine.pretrain import encoder_cache_key
+    from benchmark.runner import run_id
+    from methods import METHODS
+
+    method, data = METHODS[method_name], SimpleNamespace(fingerprint="same-dataset")
+    base, _ = build_config("smoke")
+    changed, _ = build_config("smoke", unread)
+    touched, _ = build_config("smoke", [read])
+    assert run_id(method, arch, 0.05, changed) == run_id(method, arch, 0.05, base)
+    assert run_id(method, arch, 0.05, touched) != run_id(method, arch, 0.05, base)
+    if method.recipe is not None:
+        assert encoder_cache_key(method, changed, data) == encoder_cache_key(method, base, data)
+        assert encoder_cache_key(method, touched, data) != encoder_cache_key(method, base, data)

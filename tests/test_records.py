@@ -7,6 +7,7 @@ test_report.py imports it too.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -16,10 +17,11 @@ from typing import Optional
 import pandas as pd
 import pytest
 
+import methods
 from benchmark.config import PROFILES, to_dict
 from benchmark.records import (
-    MIM_METHODS, NO_PRETRAIN_METHODS, REQUIRED_KEYS, SCHEMA_VERSION, RecordError, RecordWarning,
-    load_records, read_record, records_frame, row_label, validate_record, write_record,
+    PAPER_ROWS, REQUIRED_KEYS, SCHEMA_VERSION, RecordError, RecordWarning,
+    load_records, read_record, records_frame, row_label, row_order, validate_record, write_record,
 )
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia"]
@@ -33,7 +35,8 @@ def make_record(method: str, arch: str, fraction: float, seed: int, accuracy: Op
     """A schema-valid record; ``accuracy`` defaults to a plausible value from method, fraction and seed."""
     if accuracy is None:
         accuracy = round(0.5 + 0.3 * fraction + 0.02 * len(method) % 0.1 + 0.005 * seed, 4)
-    mask_ratio = mask_ratio if method in MIM_METHODS else None
+    entry = methods.METHODS[method]
+    mask_ratio = mask_ratio if entry.uses_mask_ratio else None
     config = to_dict(PROFILES[profile]())
     config["seed"] = seed
     config["pretrain"]["mask_ratio"] = 0.75 if mask_ratio is None else mask_ratio
@@ -48,11 +51,11 @@ def make_record(method: str, arch: str, fraction: float, seed: int, accuracy: Op
     history = [{"epoch": epoch, "train_loss": round(1.4 / epoch, 4),
                 "accuracy": round(accuracy - (accuracy - 0.25) * (1 - epoch / epochs) ** 2, 4),
                 "macro_f1": round(accuracy - 0.01, 4), "lr": 2.5e-4} for epoch in range(1, epochs + 1)]
-    pretrain = None if method in NO_PRETRAIN_METHODS else {
+    pretrain = None if entry.build_pretrainer is None else {
         "cache_key": f"{method}-{arch}-{seed}", "reused": reused, "wall_time_s": 120.0, "images_per_s": 210.0,
         "epochs": 10, "loss_history": [0.9, 0.7],
         "masking": [{"epoch": 1, "mean_valid_patches": 30.1, "masked_valid_fraction": 0.6,
-                     "visible_valid_fraction": 0.0}] if method in MIM_METHODS else None,
+                     "visible_valid_fraction": 0.0}] if entry.uses_mask_ratio else None,
     }
     return {
         "schema_version": SCHEMA_VERSION,
@@ -214,3 +217,14 @@ def test_row_labels_follow_the_paper() -> None:
     assert row_label("transfer", "vit") == "Transfer (ViT)"
     assert row_label("scratch", "resnet") == "Scratch (ResNet)"
     assert row_label("byol", "vit") == "BYOL (ViT)"
+
+
+def test_a_method_added_to_the_registry_needs_no_edit_here(monkeypatch) -> None:
+    monkeypatch.setitem(methods.METHODS, "mymim", dataclasses.replace(methods.METHODS["mae"], name="mymim",
+                                                                      display="MyMIM"))
+    record = make_record("mymim", "vit", 0.05, 0)
+    assert validate_record(record) == []
+    assert any("mask_ratio must be a number" in p for p in validate_record({**record, "mask_ratio": None}))
+    assert row_label("mymim", "vit") == "MyMIM"
+    assert row_order("mymim", "vit") >= len(PAPER_ROWS)  # after the paper's rows
+    assert records_frame([record])["row"].tolist() == ["MyMIM"]

@@ -162,7 +162,7 @@ class OurPretraining(Pipeline):
         torch.manual_seed(config.seed)
         self.model = method.build_pretrainer(config).to(device).train()
         apply_fast_paths(self.model, device, config)
-        self.optimizer, _, _ = pretrain.build_optimizer(self.model, config)
+        self.optimizer, _, _ = pretrain.build_optimizer(self.model, config, method.recipe)
         pool = TensorPool(data.images, data.masks if self.model.uses_masks else None, data.labels,
                           data.train_idx, device)
         self.accum_steps, self.batch_size = settings.accum_steps, settings.batch_size

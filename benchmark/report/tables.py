@@ -19,7 +19,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from benchmark.data.masks import region_label
-from benchmark.records import MIM_METHODS, PAPER_ROWS, records_frame, row_label
+from benchmark.records import PAPER_ROWS, mim_methods, records_frame, row_label
 from benchmark.report import paper
 
 BOOTSTRAP_RESAMPLES = 10_000
@@ -170,7 +170,7 @@ def table2_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs that count in Table 2: every non-MIM run, MIM runs only at the paper's default mask ratio, and
     RGMIM only guided by the dataset's own masks (other sources have their own table)."""
     default_ratio = np.isclose(runs["mask_ratio"].astype(float), paper.DEFAULT_MASK_RATIO)
-    return runs[(~runs["method"].isin(MIM_METHODS) | default_ratio) & expert_region(runs)]
+    return runs[(~runs["method"].isin(mim_methods()) | default_ratio) & expert_region(runs)]
 
 
 def summarize(runs: pd.DataFrame, by: list[str], value: str = "accuracy") -> pd.DataFrame:
@@ -192,7 +192,7 @@ def table2_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def table3_stats(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (MIM row, mask ratio) with 100 % of the labels: mean, std, n, bold flag, paper and ours − paper."""
-    full = runs[runs["method"].isin(MIM_METHODS) & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
+    full = runs[runs["method"].isin(mim_methods()) & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
     stats = summarize(full, ["row_order", "row", "method", "arch", "mask_ratio"])
     return _beside_paper(stats, "mask_ratio", paper.table3_accuracy, best_within="row")
 
@@ -413,7 +413,7 @@ def protocol_notes(section: Section) -> list[str]:
     runs = section.runs
     dataset = section.records[0]["dataset"]
     subsets = runs.groupby("fraction")["finetune_subset"].agg(lambda s: " / ".join(_distinct(s)))
-    mim_ratios = sorted(runs.loc[runs["method"].isin(MIM_METHODS), "mask_ratio"].dropna().unique())
+    mim_ratios = sorted(runs.loc[runs["method"].isin(mim_methods()), "mask_ratio"].dropna().unique())
     commits = sorted({f"{c}{' (dirty)' if d else ''}" for c, d in zip(runs["commit"], runs["dirty"])})
     notes = [
         f"Profile `{section.profile}`; dataset `{section.dataset}` (fingerprint `{section.fingerprint}`), "
