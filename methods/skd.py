@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.config import Config
+from benchmark.engine import distributed
 from methods.base import Method
 from methods.byol import BYOL
 
@@ -38,14 +39,27 @@ class SKD(BYOL):
         return super().loss(predictions, targets) + self.weight * distill
 
     def distillation(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = target.detach().float()
+        ensembled = batch_ensembled(target, self.variant, self.omega, self.tau, self.kd_temperature)
         if self.variant == "cosine":
-            ensembled = F.normalize(ensembled_target(F.normalize(target, dim=1), target, self.omega, self.tau), dim=1)
             return self.criterion(prediction.float(), ensembled)
         # "kl": BAKE's KD on softened distributions, T^2 * KL(target || student)
-        soft_target = ensembled_target((target / self.kd_temperature).softmax(dim=1), target, self.omega, self.tau)
         log_student = (prediction.float() / self.kd_temperature).log_softmax(dim=1)
-        return self.kd_temperature ** 2 * F.kl_div(log_student, soft_target, reduction="batchmean")
+        return self.kd_temperature ** 2 * F.kl_div(log_student, ensembled, reduction="batchmean")
+
+
+def batch_ensembled(target: torch.Tensor, variant: str, omega: float, tau: float,
+                    kd_temperature: float) -> torch.Tensor:
+    """This rank's rows of the ensembled target: unit vectors ("cosine") or softened distributions ("kl").
+
+    BAKE propagates over the whole batch, so under DDP the momentum targets of every rank are gathered
+    first; one process and any number of ranks then give every image the same target.
+    """
+    everyone = distributed.gather_rows(target.detach().float())
+    if variant == "cosine":
+        ensembled = F.normalize(ensembled_target(F.normalize(everyone, dim=1), everyone, omega, tau), dim=1)
+    else:
+        ensembled = ensembled_target((everyone / kd_temperature).softmax(dim=1), everyone, omega, tau)
+    return distributed.current().rows(ensembled)
 
 
 METHOD = Method(

@@ -149,3 +149,30 @@ def test_a_checkpoint_resumes_under_ddp_to_the_uninterrupted_weights(tmp_path, m
         result = torch.load(out / f"rank{rank}.pt", weights_only=False)
         assert result["summary"]["resumed_from_epoch"] == 1
         assert_close_states(straight.state_dict(), result["state"])
+
+
+def ensembled_worker(rank: int, port: int, variant: str, out: str) -> None:
+    from methods.skd import batch_ensembled
+
+    join_as(rank, port)
+    try:
+        distributed.join("cpu")
+        everyone = torch.randn(7, 16, generator=torch.Generator().manual_seed(0))  # splits 4 / 3
+        mine = distributed.current().rows(everyone)
+        torch.save(batch_ensembled(mine, variant, 0.5, 0.1, 4.0), Path(out, f"rank{rank}.pt"))
+    finally:
+        distributed.leave()
+
+
+@pytest.mark.parametrize("variant", ["cosine", "kl"])
+def test_skd_ensembles_over_the_global_batch_under_ddp(tmp_path, variant):
+    """BAKE's propagation spans the whole batch: two ranks give each image one process's target."""
+    from methods.skd import batch_ensembled
+
+    everyone = torch.randn(7, 16, generator=torch.Generator().manual_seed(0))
+    single = batch_ensembled(everyone, variant, 0.5, 0.1, 4.0)
+    spawn(ensembled_worker, variant, str(tmp_path))
+    for rank in range(WORLD):
+        torch.testing.assert_close(torch.load(tmp_path / f"rank{rank}.pt"), single[rank::WORLD])
+    # the ranks' own 4- and 3-image batches would give other targets: the gather is what makes them equal
+    assert not torch.allclose(batch_ensembled(everyone[0::WORLD], variant, 0.5, 0.1, 4.0), single[0::WORLD])

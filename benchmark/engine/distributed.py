@@ -127,10 +127,8 @@ def contiguous_share(count: int) -> slice:
     return slice(min(count, _ranks.rank * per_rank), min(count, (_ranks.rank + 1) * per_rank))
 
 
-def gather_blocks(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's rows in rank order (rows may differ in number by rank)."""
-    if _ranks.world == 1:
-        return tensor
+def _all_gather_uneven(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's tensor, in rank order; first dimensions may differ by rank. No gradient flows back."""
     sizes = [torch.zeros((), dtype=torch.int64, device=tensor.device) for _ in range(_ranks.world)]
     dist.all_gather(sizes, torch.tensor(len(tensor), device=tensor.device))
     longest = int(max(sizes))
@@ -138,7 +136,25 @@ def gather_blocks(tensor: torch.Tensor) -> torch.Tensor:
     padded[:len(tensor)] = tensor
     blocks = [torch.empty_like(padded) for _ in range(_ranks.world)]
     dist.all_gather(blocks, padded)
-    return torch.cat([block[:int(size)] for block, size in zip(blocks, sizes)])
+    return [block[:int(size)] for block, size in zip(blocks, sizes)]
+
+
+def gather_blocks(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows in rank order (rows may differ in number by rank)."""
+    if _ranks.world == 1:
+        return tensor
+    return torch.cat(_all_gather_uneven(tensor))
+
+
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """The global batch rebuilt from every rank's :meth:`Ranks.rows` share, in global order (no gradient)."""
+    if _ranks.world == 1:
+        return tensor
+    shares = _all_gather_uneven(tensor)
+    merged = tensor.new_empty((sum(len(share) for share in shares), *tensor.shape[1:]))
+    for rank, share in enumerate(shares):
+        merged[rank::_ranks.world] = share
+    return merged
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
