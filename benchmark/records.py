@@ -367,6 +367,7 @@ def _record_row(record: dict) -> dict[str, Any]:
     row.update({f"recall_{cls}": value for cls, value in metrics["per_class_recall"].items()})
     row.update({f"auroc_{cls}": value for cls, value in metrics["auroc"].items()})
     row.update({
+        "pretrain_cache_key": pretrain.get("cache_key"),
         "pretrain_reused": pretrain.get("reused"),
         "pretrain_epochs": pretrain.get("epochs"),
         "pretrain_wall_time_s": pretrain.get("wall_time_s"),

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from benchmark.records import PAPER_ROWS, RecordWarning, write_record
+from benchmark.records import PAPER_ROWS, RecordWarning, records_frame, write_record
 from benchmark.report import add_parser, build_report, paper
-from benchmark.report.tables import bootstrap_mean_ci, group_sections, paired_differences, table2_stats
+from benchmark.report.tables import (bootstrap_mean_ci, group_sections, paired_differences, table2_compute_markdown,
+                                     table2_stats)
 from test_records import make_record  # pytest puts tests/ on sys.path (rootdir-less test modules)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -264,3 +265,13 @@ def test_paper_rows_without_runs_are_named(tmp_path: Path) -> None:
     line = next(line for line in readme.splitlines() if line.startswith("Paper rows without runs here"))
     assert "Transfer (ViT)" in line and "Cross" in line and "MAE" in line
     assert "RGMIM," not in line and "Scratch (ResNet)" not in line
+
+
+def test_table2_compute_counts_each_pretraining_once_per_seed() -> None:
+    # two fine-tunings of one cached RGMIM encoder, one scratch run, and a Table 3 run that does not count
+    records = [make_record("rgmim", "vit", fraction, 0, reused=True) for fraction in (0.05, 1.0)]
+    records += [make_record("scratch", "resnet", 1.0, 0), make_record("rgmim", "vit", 1.0, 0, mask_ratio=0.5)]
+    records[-1]["pretrain"]["cache_key"] = "rgmim-vit-0-m0.5"
+    runs = records_frame(records)
+    # 120 s pretraining once + fine-tunings 60·f + 5 s: (8 + 65) for RGMIM and 65 for scratch
+    assert table2_compute_markdown(runs) == "- seed 0: 4.3 min (2 rows, 1 pretrainings, 3 fine-tunings)"

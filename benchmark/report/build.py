@@ -112,6 +112,11 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
         "",
         tables.cost_markdown(runs),
         "",
+        "Compute of one seed of Table 2 (each pretraining counted once, plus every fine-tuning; wall time of "
+        "the processes, which may have shared the machine):",
+        "",
+        tables.table2_compute_markdown(runs),
+        "",
         "### Protocol",
         "",
         *[f"- {note}" for note in tables.protocol_notes(section)],

@@ -375,6 +375,18 @@ def cost_markdown(runs: pd.DataFrame) -> str:
     return to_markdown(pd.DataFrame(rows))
 
 
+def table2_compute_markdown(runs: pd.DataFrame) -> str:
+    """What one seed of Table 2 cost: each encoder's pretraining once (however many runs reused it) plus
+    every fine-tuning of that seed's Table 2 runs."""
+    lines = []
+    for seed, group in table2_runs(runs).groupby("seed"):
+        encoders = group.dropna(subset=["pretrain_cache_key"]).drop_duplicates("pretrain_cache_key")
+        seconds = encoders["pretrain_wall_time_s"].sum() + group["finetune_wall_time_s"].sum()
+        lines.append(f"- seed {seed}: {format_duration(seconds)} ({group['row'].nunique()} rows, {len(encoders)} "
+                     f"pretrainings, {len(group)} fine-tunings)")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------- protocol
 
 # Config keys that differ between runs by design, or by machine without changing the protocol.
