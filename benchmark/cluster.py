@@ -30,6 +30,9 @@ SbatchValue = Union[str, int, float, bool]
 class ClusterProfile:
     partition: str  # required: sbatch --partition
     gpus_per_node: int = 0  # --gpus-per-node; 0 requests none (and sends no flag)
+    # --ntasks-per-node: processes per job, each with cpus_per_task cores; set it to gpus_per_node for DDP over
+    # the node's GPUs (one rank per GPU). 1 = one process (sends no flag)
+    tasks_per_node: int = 1
     cpus_per_task: int = 1  # --cpus-per-task
     mem_gb: Optional[float] = None  # --mem per node; None = the partition's default
     time_limit_min: int = 60  # --time; checkpointed jobs need >= 3 (README: pitfalls)
@@ -46,6 +49,7 @@ class ClusterProfile:
 _OPTIONS_OWNED_BY_FIELDS = {
     "partition": "partition",
     "gpus-per-node": "gpus_per_node",
+    "ntasks-per-node": "tasks_per_node",
     "cpus-per-task": "cpus_per_task",
     "mem": "mem_gb",
     "time": "time_limit_min",
@@ -59,6 +63,7 @@ _OPTIONS_OWNED_BY_FIELDS = {
 # (field, smallest allowed value, whether the bound itself is allowed)
 _LOWER_BOUNDS = [
     ("gpus_per_node", 0, True),
+    ("tasks_per_node", 1, True),
     ("cpus_per_task", 1, True),
     ("mem_gb", 0, False),  # Slurm reads --mem=0 as "all memory of the node"
     ("time_limit_min", 1, True),
@@ -123,6 +128,12 @@ def _check_values(profile: ClusterProfile, path: Path) -> None:
             continue
         expected = f">= {minimum}" if inclusive else f"> {minimum}"
         raise ConfigError(f"cluster profile {path}: field {name!r}: expected a number {expected}, got {value}")
+    if 0 < profile.gpus_per_node < profile.tasks_per_node:
+        raise ConfigError(
+            f"cluster profile {path}: field 'tasks_per_node': {profile.tasks_per_node} tasks is more than "
+            f"gpus_per_node ({profile.gpus_per_node}), so DDP ranks would share a GPU; set tasks_per_node to at "
+            f"most gpus_per_node (one rank per GPU)"
+        )
     if profile.signal_delay_s is not None and profile.signal_delay_s >= profile.time_limit_min * 60:
         raise ConfigError(
             f"cluster profile {path}: field 'signal_delay_s': {profile.signal_delay_s} s is not shorter than "
@@ -176,6 +187,7 @@ def executor_parameters(profile: ClusterProfile) -> dict[str, Any]:
     }
     optional = {
         "gpus_per_node": profile.gpus_per_node or None,  # no --gpus-per-node=0 on clusters without GRES
+        "tasks_per_node": profile.tasks_per_node if profile.tasks_per_node > 1 else None,  # sbatch's default is 1
         "mem_gb": profile.mem_gb,
         "slurm_account": profile.account,
         "slurm_qos": profile.qos,

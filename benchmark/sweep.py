@@ -32,7 +32,7 @@ from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from benchmark.cluster import ClusterProfile, load_cluster_profile, make_executor, slurm_available
-from benchmark.config import Config, ConfigError, resolve_profile
+from benchmark.config import Config, ConfigError, build_config, resolve_profile
 from benchmark.data.source import DataError
 
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -300,6 +300,15 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return {job_id: watcher.get_state(job_id, mode="cache").split()[0] for job_id in job_ids}
 
 
+def check_splits_over_ranks(config: Config, cluster: ClusterProfile, cluster_path: Path) -> None:
+    """Every rank of a multi-task job takes an equal share of each pretraining batch: refuse here, not on a node."""
+    micro_batch = config.pretrain.batch_size // config.pretrain.accum_steps
+    if micro_batch % cluster.tasks_per_node:
+        raise ConfigError(f"cluster profile {cluster_path}: tasks_per_node={cluster.tasks_per_node} does not divide "
+                          f"pretrain.batch_size / accum_steps = {micro_batch}: pick a divisor or --set "
+                          f"pretrain.batch_size to a multiple of it")
+
+
 def plan_sweep(args: argparse.Namespace) -> Sweep:
     """Everything `sweep` decides before it submits or runs anything; bad input raises ConfigError/DataError."""
     if args.seed is not None:
@@ -320,6 +329,8 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
     else:
         profile, why = resolve_profile(args.profile)
     print(f"[sweep] profile {profile} ({why})", file=sys.stderr)
+    if cluster is not None and cluster.tasks_per_node > 1:
+        check_splits_over_ranks(build_config(profile, list(args.overrides))[0], cluster, cluster_path)
     base = {option: getattr(args, option) for option in args.config_options}
     base["profile"] = profile
     results = Path(args.results).absolute()  # jobs may run in another directory

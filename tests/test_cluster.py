@@ -66,6 +66,12 @@ def test_mem_gb_integer_becomes_float(tmp_path: Path) -> None:
         ("partition: gpu\ncpus_per_task: 0\n", ["field 'cpus_per_task'", ">= 1"]),
         ("partition: gpu\nmem_gb: 0\n", ["field 'mem_gb'", "> 0"]),
         ("partition: gpu\ntime_limit_min: 5\nsignal_delay_s: 300\n", ["field 'signal_delay_s'", "time_limit_min"]),
+        ("partition: gpu\ntasks_per_node: 0\n", ["field 'tasks_per_node'", ">= 1"]),
+        ("partition: gpu\ntasks_per_node: 2.0\n", ["field 'tasks_per_node'", "expected an integer"]),
+        ("partition: gpu\ngpus_per_node: 2\ntasks_per_node: 4\n",
+         ["field 'tasks_per_node'", "gpus_per_node (2)", "share a GPU"]),
+        ("partition: gpu\nextra_sbatch: {ntasks-per-node: 2}\n", ["field 'extra_sbatch'", "'tasks_per_node'"]),
+        ("partition: gpu\nextra_sbatch: {ntasks_per_node: 2}\n", ["field 'extra_sbatch'", "'tasks_per_node'"]),
     ],
 )
 def test_bad_profile_names_file_and_field(tmp_path: Path, text: str, message_parts: list[str]) -> None:
@@ -79,8 +85,8 @@ def test_bad_profile_names_file_and_field(tmp_path: Path, text: str, message_par
 
 
 @pytest.mark.parametrize(
-    "name", ["gpus_per_node", "cpus_per_task", "mem_gb", "time_limit_min", "array_parallelism", "signal_delay_s",
-             "max_requeues"],
+    "name", ["gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "time_limit_min", "array_parallelism",
+             "signal_delay_s", "max_requeues"],
 )
 def test_negative_numbers_are_refused(tmp_path: Path, name: str) -> None:
     path = write_profile(tmp_path, f"partition: gpu\n{name}: -1\n")
@@ -96,12 +102,14 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_executor_parameters_map_every_field() -> None:
     profile = ClusterProfile(
-        partition="gpu", gpus_per_node=2, cpus_per_task=8, mem_gb=64.0, time_limit_min=240, account="lab",
-        qos="high", constraint="a100", array_parallelism=4, extra_sbatch={"mail-type": "FAIL"}, signal_delay_s=120,
+        partition="gpu", gpus_per_node=2, tasks_per_node=2, cpus_per_task=8, mem_gb=64.0, time_limit_min=240,
+        account="lab", qos="high", constraint="a100", array_parallelism=4, extra_sbatch={"mail-type": "FAIL"},
+        signal_delay_s=120,
     )
     assert executor_parameters(profile) == {
         "slurm_partition": "gpu",
         "gpus_per_node": 2,
+        "tasks_per_node": 2,
         "cpus_per_task": 8,
         "mem_gb": 64.0,
         "timeout_min": 240,
@@ -120,6 +128,27 @@ def test_executor_parameters_leave_out_unset_fields() -> None:
         "cpus_per_task": 1,
         "timeout_min": 60,
     }
+
+
+def test_tasks_per_node_up_to_gpus_per_node_or_any_on_cpu(tmp_path: Path) -> None:
+    one_rank_per_gpu = load_cluster_profile(
+        write_profile(tmp_path, "partition: gpu\ngpus_per_node: 4\ntasks_per_node: 4\n"))
+    cpu_ranks = load_cluster_profile(write_profile(tmp_path, "partition: cpu\ntasks_per_node: 3\n"))  # DDP with gloo
+    assert (one_rank_per_gpu.tasks_per_node, cpu_ranks.tasks_per_node) == (4, 3)
+
+
+@pytest.mark.parametrize(("tasks", "line"), [(2, "#SBATCH --ntasks-per-node=2\n"), (1, None)])
+def test_tasks_per_node_becomes_sbatch_ntasks_per_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tasks: int,
+                                                        line: str | None) -> None:
+    # SlurmExecutor refuses to exist where `srun` is missing; the sbatch script itself needs no cluster
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    executor = make_executor(ClusterProfile(partition="debug", tasks_per_node=tasks), tmp_path)
+    script = executor._executor._make_submission_file_text("true", "uid")
+    assert executor._executor._num_tasks() == tasks  # submitit waits for, and reads, one result per task
+    if line is None:
+        assert "ntasks-per-node" not in script
+    else:
+        assert line in script
 
 
 def test_executor_parameters_are_known_to_submitit(tmp_path: Path) -> None:

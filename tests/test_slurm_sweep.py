@@ -5,6 +5,8 @@ One smoke-profile sweep: RGMIM pretraining (8 short epochs) with a dependent fin
 SLURM cancels its dependent array. The RGMIM pretraining job is preempted after its first epoch
 (``job._interrupt()``): it must be requeued, resume, and end with the same records as an uninterrupted twin
 that the local executor runs with its own results and cache folders.
+
+A second, smaller sweep uses a profile with tasks_per_node: 2, so each of its jobs runs as two DDP ranks.
 """
 
 from __future__ import annotations
@@ -182,3 +184,52 @@ def test_an_unknown_partition_is_a_config_error(cluster_profile: Path, tmp_path:
     assert f"cluster profile {profile}: field 'partition': the cluster has no partition 'nosuch'" in message
     assert "sbatch: error: invalid partition specified: nosuch" in message
     assert load_cluster_profile(profile).partition == "nosuch"  # the file itself is valid: only sbatch knows
+
+
+# the overrides under which two DDP ranks compute what one process computes (tests/test_ddp.py says why)
+DDP_OVERRIDES = ["pretrain.max_steps=2", "finetune.max_steps=0", "finetune.epochs=2", "finetune.drop_path=0"]
+DDP_TIMEOUT_S = 150
+
+
+def test_a_two_task_profile_runs_each_job_as_two_ddp_ranks(cluster_profile: Path, tmp_path: Path) -> None:
+    """tasks_per_node: 2 makes every job of the sweep two submitit tasks that join one DDP group (gloo on CPU):
+    one record, written by rank 0, equal to what the local executor gets in one process."""
+    profile = tmp_path / "local-2tasks.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load(cluster_profile.read_text()), "tasks_per_node": 2,
+                                       "cpus_per_task": 1, "gpus_per_node": 0}))
+    grid = ["--methods", "rgmim", "--fractions", "0.1", "--seeds", "0", "--profile", "smoke",
+            *(item for override in DDP_OVERRIDES for item in ("--set", override))]
+    sweep = sweep_module.plan_sweep(parse(
+        "sweep", *grid, "--executor", "slurm", "--cluster", str(profile), "--results", str(tmp_path / "results"),
+        "--cache-dir", str(tmp_path / "cache"), "--name", "ddp"))
+    assert sweep_module.launch(sweep) == 0
+    manifest = sweep_module.read_manifest(sweep.manifest)
+    jobs = {entry["name"]: submitit.SlurmJob(manifest["submitit_folder"], entry["job_id"], tasks=(0, 1))
+            for entry in manifest["jobs"]}
+    try:
+        twin = sweep_module.plan_sweep(parse(  # one process, here, while the cluster works
+            "sweep", *grid, "--executor", "local", "--results", str(tmp_path / "twin"),
+            "--cache-dir", str(tmp_path / "twin-cache"), "--name", "twin"))
+        assert sweep_module.launch(twin) == 0
+        wait_until(lambda: all(job.done(force_check=True) for job in jobs.values()), DDP_TIMEOUT_S,
+                   "the end of both two-task jobs", interval_s=1)
+        (run,) = [name for name in jobs if not name.startswith("pretrain-")]
+        # results() raises with the task's stderr if a rank failed; both ranks return the run they made
+        assert [result["run_id"] for result in jobs[run].results()] == [run, run]
+        assert len(jobs[f"pretrain-rgmim-vit-s0-m{0.75:g}"].results()) == 2
+    finally:
+        subprocess.run(["scancel", *(job.job_id for job in jobs.values())], capture_output=True)
+    assert [path.name for path in (tmp_path / "results" / "runs").glob("*.json")] == [f"{run}.json"]
+    record = read_record(record_path(tmp_path / "results", run))
+    single = read_record(record_path(tmp_path / "twin", run))
+    assert record["hardware"]["processes"] == 2 and single["hardware"]["processes"] == 1
+    assert record["pretrain"]["processes"] == 2  # the pretraining job ran as two ranks too
+    assert record["finetune"]["subset_size"] == single["finetune"]["subset_size"]
+    assert record["pretrain"]["loss_history"] == pytest.approx(single["pretrain"]["loss_history"], rel=1e-5)
+    assert len(record["history"]) == len(single["history"]) == 2
+    for ours, theirs in zip(record["history"], single["history"]):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert ours["train_images"] == theirs["train_images"]
+        assert ours["accuracy"] == theirs["accuracy"]
+        assert ours["macro_auroc"] == pytest.approx(theirs["macro_auroc"], abs=1e-6)
+    assert record["metrics"]["confusion"] == single["metrics"]["confusion"]

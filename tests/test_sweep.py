@@ -242,6 +242,15 @@ def test_missing_or_invalid_cluster_profile(tmp_path: Path) -> None:
         plan(tmp_path, "--methods", "mae", "--executor", "slurm", "--cluster", str(invalid))
 
 
+def test_ranks_that_cannot_split_the_pretraining_batch_are_refused_at_planning(tmp_path: Path) -> None:
+    three_tasks = tmp_path / "three.yaml"
+    three_tasks.write_text("partition: debug\ntasks_per_node: 3\n")
+    with pytest.raises(ConfigError, match=r"tasks_per_node=3 does not divide pretrain.batch_size / accum_steps = 16"):
+        plan(tmp_path, "--methods", "mae", "--executor", "slurm", "--cluster", str(three_tasks))
+    plan(tmp_path, "--methods", "mae", "--executor", "slurm", "--cluster", str(three_tasks),
+         "--set", "pretrain.batch_size=24")  # 24 splits over 3 ranks
+
+
 def test_missing_weights_file_is_fatal_unless_dry_run(tmp_path: Path) -> None:
     arguments = ("--methods", "cross", "--fractions", "0.5", "--weights-resnet", str(tmp_path / "gone.pth"))
     assert "does not exist" in plan(tmp_path, *arguments, "--dry-run").problems[0]
