@@ -123,3 +123,31 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
     torch.save({"something.else": torch.zeros(1)}, path)
     with pytest.raises(ConfigError, match="other.pth"):
         load_imagenet_encoder(smoke_config(resnet_weights=path), "resnet")
+
+
+def lung_sparing_masking(valid: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The README's example: the opposite of RGMIM, lung patches stay visible and the rest is masked first."""
+    from benchmark.engine.distributed import batch_uniform
+    from methods.masking import mask_by_noise
+
+    return mask_by_noise(batch_uniform(valid.shape, valid.device) - valid.float(), mask_ratio)
+
+
+def test_a_masking_function_plugged_into_the_registry_runs_and_reports(tmp_path, monkeypatch):
+    """Adding a method is one registry entry: run, record validation and the report need no other edit."""
+    from benchmark.report import build_report
+    from benchmark.runner import execute
+    from methods.base import Method
+
+    monkeypatch.setitem(METHODS, "lungspare", Method(
+        name="lungspare", display="Lung-sparing MIM", archs=("vit",), pretext="non-lung patches masked first",
+        reference="README example", build_pretrainer=lambda config: MaskedAutoencoder(config, lung_sparing_masking),
+        recipe="adamw", uses_mask_ratio=True))
+    config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}"])
+    record = execute("lungspare", 0.5, config, tmp_path / "results", progress=False)
+    masking = record["pretrain"]["masking"][0]
+    # smoke grid: 16 patches, 4 visible, ~12 lung; every visible patch is a lung patch (RGMIM would show none)
+    visible_lung = masking["visible_valid_fraction"] * masking["mean_valid_patches"]
+    assert visible_lung == pytest.approx(4, rel=0.1)
+    readme = build_report(tmp_path / "results").read_text()
+    assert "| Lung-sparing MIM |" in readme
