@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.config import build_config
-from benchmark.engine.fastpaths import OneDNNLinearFunction, apply_fast_paths, onednn_linear_applies
+from benchmark.engine import fastpaths
+from benchmark.engine.fastpaths import OneDNNLinearFunction, apply_fast_paths, onednn_linear_supported
 from methods import METHODS
 
-needs_onednn = pytest.mark.skipif(not onednn_linear_applies(torch.device("cpu"), build_config("smoke")[0]),
-                                  reason="oneDNN linear is used on AVX-512 CPUs only")
+needs_onednn = pytest.mark.skipif(not onednn_linear_supported(), reason="oneDNN linear needs an AVX-512 CPU")
 
 
 @needs_onednn
@@ -30,7 +30,8 @@ def test_onednn_linear_matches_linear_forward_and_backward():
 
 @needs_onednn
 @pytest.mark.parametrize("method_name", ["rgmim", "byol"])
-def test_fast_paths_keep_the_loss_and_the_state_dict(method_name):
+def test_fast_paths_keep_the_loss_and_the_state_dict(method_name, monkeypatch):
+    monkeypatch.setattr(fastpaths, "mkl_lacks_avx512", lambda: True)  # as on AMD, whatever this CPU is
     config, _ = build_config("smoke")
     torch.manual_seed(0)
     plain = METHODS[method_name].build_pretrainer(config)
@@ -46,3 +47,14 @@ def test_fast_paths_keep_the_loss_and_the_state_dict(method_name):
         torch.manual_seed(1)  # the same masking noise for both
         losses.append(model(views, masks)[0])
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+
+
+def test_onednn_linear_is_left_off_where_mkl_has_avx512_kernels(monkeypatch):
+    config, _ = build_config("smoke")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    monkeypatch.setattr(fastpaths, "mkl_lacks_avx512", lambda: False)  # an Intel CPU
+    apply_fast_paths(model, torch.device("cpu"), config)
+    assert "forward" not in vars(model[0])
+    monkeypatch.setattr(fastpaths, "mkl_lacks_avx512", lambda: True)
+    apply_fast_paths(model, torch.device("cpu"), config)
+    assert ("forward" in vars(model[0])) == onednn_linear_supported()
