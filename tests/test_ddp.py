@@ -111,14 +111,20 @@ def test_two_ranks_match_one_process_and_only_rank_0_writes(tmp_path):
     assert_close_states(encoder_state(tmp_path / "single-cache"), encoder_state(tmp_path / "ddp-cache"))
     for record in ranks:
         assert record["hardware"]["processes"] == WORLD
-        assert record["finetune"]["subset_size"] == single["finetune"]["subset_size"]
-        assert record["pretrain"]["loss_history"] == pytest.approx(single["pretrain"]["loss_history"], rel=1e-5)
-        for ours, theirs in zip(record["history"], single["history"]):
-            assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
-            assert ours["train_images"] == theirs["train_images"]
-            assert ours["accuracy"] == theirs["accuracy"]
-            assert ours["macro_auroc"] == pytest.approx(theirs["macro_auroc"], abs=1e-6)
-        assert record["metrics"]["confusion"] == single["metrics"]["confusion"]
+        assert_same_training(record, single)
+
+
+def assert_same_training(record: dict, single: dict) -> None:
+    """A multi-process run's record against its one-process twin: same subset, losses, accuracies, confusion."""
+    assert record["finetune"]["subset_size"] == single["finetune"]["subset_size"]
+    assert record["pretrain"]["loss_history"] == pytest.approx(single["pretrain"]["loss_history"], rel=1e-5)
+    assert len(record["history"]) == len(single["history"])
+    for ours, theirs in zip(record["history"], single["history"]):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5)
+        assert ours["train_images"] == theirs["train_images"]
+        assert ours["accuracy"] == theirs["accuracy"]
+        assert ours["macro_auroc"] == pytest.approx(theirs["macro_auroc"], abs=1e-6)
+    assert record["metrics"]["confusion"] == single["metrics"]["confusion"]
 
 
 class Stop(Exception):
