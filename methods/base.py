@@ -1,9 +1,8 @@
 """What a method is: a registry entry, and (for pretraining methods) a pretrainer module.
 
 The shared engines (benchmark/engine) own the loops, optimizers, schedules, checkpoints and
-evaluation; a pretrainer only says which views it needs, how to compute its loss, which optimizer
-module does and what to do after an optimizer step (EMA updates); its registry entry names the
-optimizer recipe.
+evaluation; a pretrainer only says which views it needs, how to compute its loss and what to do after
+an optimizer step (EMA updates); its registry entry names the optimizer recipe the engine follows.
 """
 
 from __future__ import annotations
