@@ -348,15 +348,19 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
 
 # ---------------------------------------------------------------------------------------------- the plan, printed
 
-def measured_wall_times(results: Path, profile: str) -> dict[str, tuple[float, int]]:
-    """Mean training wall time per job kind from the records of this config profile: kind -> (seconds, n)."""
+def measured_process_times(results: Path, profile: str) -> dict[str, tuple[float, int]]:
+    """Mean training time per job kind, in process-seconds (wall time x processes, so that records of DDP
+    jobs of any size compare), from the records of this config profile: kind -> (process-seconds, n)."""
     from benchmark.records import scan_records
 
     records = [record for record in scan_records(results / "runs").records if record["profile"] == profile]
-    trained = {record["pretrain"]["cache_key"]: record["pretrain"]["wall_time_s"] for record in records
-               if record["pretrain"] is not None and not record["pretrain"]["reused"]}
+    # records written before DDP carry no process count: they ran one process
+    trained = {record["pretrain"]["cache_key"]: record["pretrain"]["wall_time_s"]
+               * record["pretrain"].get("processes", 1)
+               for record in records if record["pretrain"] is not None and not record["pretrain"]["reused"]}
     samples = {"pretrain": list(trained.values()),
-               "finetune": [record["finetune"]["wall_time_s"] for record in records]}
+               "finetune": [record["finetune"]["wall_time_s"] * record["hardware"].get("processes", 1)
+                            for record in records]}
     return {kind: (sum(values) / len(values), len(values)) for kind, values in samples.items() if values}
 
 
@@ -402,17 +406,19 @@ def estimate_lines(sweep: Sweep, submitted: dict[str, int]) -> list[str]:
         hours = total * sweep.cluster.time_limit_min / 60
         lines.append(f"  upper bound: {total} jobs x {sweep.cluster.time_limit_min} min time limit = {hours:.2f} "
                      f"job-hours{in_gpu_hours(hours)}")
-    measured = measured_wall_times(sweep.results, sweep.profile)
+    measured = measured_process_times(sweep.results, sweep.profile)
     if not measured:
         lines.append(f"  measured: no {sweep.profile}-profile records in {sweep.results / 'runs'} yet")
         return lines
-    parts = [f"{'pretraining' if kind == 'pretrain' else 'fine-tuning'} {mean:.0f} s mean over {count} records"
-             for kind, (mean, count) in measured.items()]
+    parts = [f"{'pretraining' if kind == 'pretrain' else 'fine-tuning'} {mean:.0f} process-s mean over {count} "
+             f"records" for kind, (mean, count) in measured.items()]
     # a kind without records counts at the other kind's mean rather than at zero
     fallback = sum(mean for mean, _ in measured.values()) / len(measured)
-    hours = sum(count * measured.get(kind, (fallback, 0))[0] for kind, count in submitted.items()) / 3600
+    tasks = sweep.cluster.tasks_per_node if sweep.cluster else 1
+    hours = sum(count * measured.get(kind, (fallback, 0))[0] for kind, count in submitted.items()) / tasks / 3600
     lines.append(f"  measured (training time only, no start-up or queueing): {', '.join(parts)} -> about "
-                 f"{hours:.2f} job-hours{in_gpu_hours(hours)}")
+                 f"{hours:.2f} job-hours at {tasks} process{'es' if tasks > 1 else ''} per job, if they scale "
+                 f"linearly{in_gpu_hours(hours)}")
     return lines
 
 

@@ -187,9 +187,26 @@ def test_dry_run_prints_counts_dependencies_and_estimates(tmp_path: Path, capsys
     sweep_module.sweep_command(parse("sweep", *arguments))
     output = capsys.readouterr().out
     assert "fine-tuning jobs: 5 to submit, 1 skipped" in output
-    assert "measured (training time only, no start-up or queueing): pretraining 120 s mean over 1 records, " \
-           "fine-tuning 20 s mean over 1 records -> about 0.06 job-hours" in output
+    assert "measured (training time only, no start-up or queueing): pretraining 120 process-s mean over 1 " \
+           "records, fine-tuning 20 process-s mean over 1 records -> about 0.06 job-hours at 1 process per job" \
+           in output
     assert not (results / "sweeps").exists()  # a dry run writes nothing
+
+
+def test_dry_run_estimate_counts_the_processes_that_made_each_record(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    results = tmp_path / "results"
+    arguments = ("--profile", "smoke", "--results", str(results), "--methods", "rgmim", "--fractions", "0.25,0.5",
+                 "--cluster", str(LOCAL_PROFILE), "--dry-run")
+    job = next(job for job in plan_sweep(parse("sweep", *arguments)).jobs if job.kind == "finetune")
+    record = make_record(job.method, job.arch, job.fraction, job.seed, mask_ratio=job.mask_ratio, profile="smoke")
+    record["run_id"] = job.name
+    record["hardware"]["processes"] = record["pretrain"]["processes"] = 2  # a two-rank DDP job
+    write_record(record_path(results, job.name), record)
+    sweep_module.sweep_command(parse("sweep", *arguments))
+    # two ranks for 120 s and 20 s are 240 and 40 process-s: one pretraining + one fine-tuning left = 280 s
+    assert "pretraining 240 process-s mean over 1 records, fine-tuning 40 process-s mean over 1 records -> " \
+           "about 0.08 job-hours at 1 process per job" in capsys.readouterr().out
 
 
 def test_dry_run_of_table2_through_the_cli(tmp_path: Path) -> None:
