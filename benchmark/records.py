@@ -46,6 +46,11 @@ def mim_methods() -> frozenset[str]:
     return frozenset(name for name, method in registry().items() if method.uses_mask_ratio)
 
 
+def region_guided_methods() -> frozenset[str]:
+    """Methods whose pretraining masks by the lung region: their results depend on the mask source."""
+    return frozenset(name for name, method in registry().items() if method.region_guided)
+
+
 # Top-level keys and, for sections, the keys each must hold. ``pretrain`` is null without a pretraining stage.
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "schema_version": (), "run_id": (), "method": (), "arch": (), "fraction": (), "seed": (),

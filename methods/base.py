@@ -48,6 +48,7 @@ class Method:
     recipe: Optional[Recipe] = None  # the pretraining optimizer recipe; None without a pretraining stage
     init: Literal["random", "imagenet"] = "random"  # the encoder's starting weights
     uses_mask_ratio: bool = False  # MIM methods: --mask-ratio applies
+    region_guided: bool = False  # pretraining masks by the lung region: results depend on --mask-source
 
     def __post_init__(self) -> None:
         if (self.build_pretrainer is None) != (self.recipe is None):

@@ -14,5 +14,5 @@ METHOD = Method(
     name="rgmim", display="RGMIM", archs=("vit",),
     pretext="masked image modeling, lung patches masked first",
     reference="Li et al., RGMIM, arXiv 2211.00313 (this paper)",
-    build_pretrainer=build, recipe="adamw", uses_mask_ratio=True,
+    build_pretrainer=build, recipe="adamw", uses_mask_ratio=True, region_guided=True,
 )

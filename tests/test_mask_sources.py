@@ -287,10 +287,11 @@ def test_report_keeps_other_mask_sources_out_of_table_2(tmp_path):
     table2 = readme.split("### Table 2")[1].split("### Table 3")[0]
     assert "| RGMIM | **0.805 ± 0.007** (n=2)" in table2  # gt only, although classical scored higher
     by_source = readme.split("### RGMIM by lung-mask source")[1].split("###")[0]
-    rows = [line.split("|")[1:3] for line in by_source.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [line.split("|")[1:4] for line in by_source.splitlines() if line.startswith("| ") and "---" not in line]
     assert [[cell.strip() for cell in row] for row in rows] == [
-        ["Mask source", "5 %"], ["gt", "0.805 ± 0.007 (n=2)"], ["classical", "**0.905 ± 0.007** (n=2)"],
-        ["prior", "0.705 ± 0.007 (n=2)"], ["none", "0.605 ± 0.007 (n=2)"]]
+        ["Method", "Mask source", "5 %"], ["RGMIM", "gt", "0.805 ± 0.007 (n=2)"],
+        ["RGMIM", "classical", "**0.905 ± 0.007** (n=2)"], ["RGMIM", "prior", "0.705 ± 0.007 (n=2)"],
+        ["RGMIM", "none", "0.605 ± 0.007 (n=2)"]]  # MAE's masking ignores the region: not in this table
     paired = readme.split("### RGMIM − MAE, paired by seed")[1].split("###")[0]
     assert "| 5 % | 2 | +0.050 |" in paired  # RGMIM (gt) − MAE per seed: the other sources are not paired
     assert "`data.mask_source`" not in readme  # differing by design: no ⚠ in the protocol notes
@@ -310,5 +311,5 @@ def test_rgmim_runs_with_each_mask_source_land_in_their_report_section(tmp_path)
     readme = (results / "README.md").read_text(encoding="utf-8")
     assert "No runs count in Table 2: its MIM rows need mask ratio 0.75 and RGMIM `gt` masks" in readme
     by_source = readme.split("### RGMIM by lung-mask source")[1].split("###")[0]
-    assert [line.split("|")[1].strip() for line in by_source.splitlines() if line.startswith("| ")][2:] == [
+    assert [line.split("|")[2].strip() for line in by_source.splitlines() if line.startswith("| ")][2:] == [
         "classical", "prior", "none"]

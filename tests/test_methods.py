@@ -1,5 +1,7 @@
 """Method internals: Eq. 5, BYOL's momentum update, the SKD target, offline ImageNet weights."""
 
+from dataclasses import replace
+
 import pytest
 import timm
 import torch
@@ -142,12 +144,16 @@ def test_a_masking_function_plugged_into_the_registry_runs_and_reports(tmp_path,
     monkeypatch.setitem(METHODS, "lungspare", Method(
         name="lungspare", display="Lung-sparing MIM", archs=("vit",), pretext="non-lung patches masked first",
         reference="README example", build_pretrainer=lambda config: MaskedAutoencoder(config, lung_sparing_masking),
-        recipe="adamw", uses_mask_ratio=True))
+        recipe="adamw", uses_mask_ratio=True, region_guided=True))
     config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}"])
     record = execute("lungspare", 0.5, config, tmp_path / "results", progress=False)
+    execute("lungspare", 0.5, replace(config, data=replace(config.data, mask_source="prior")), tmp_path / "results",
+            progress=False)
     masking = record["pretrain"]["masking"][0]
     # smoke grid: 16 patches, 4 visible, ~12 lung; every visible patch is a lung patch (RGMIM would show none)
     visible_lung = masking["visible_valid_fraction"] * masking["mean_valid_patches"]
     assert visible_lung == pytest.approx(4, rel=0.1)
     readme = build_report(tmp_path / "results").read_text()
     assert "| Lung-sparing MIM |" in readme
+    by_source = readme.split("### RGMIM by lung-mask source")[1].split("###")[0]  # region-guided: it is listed
+    assert "| Lung-sparing MIM | gt |" in by_source and "| Lung-sparing MIM | prior |" in by_source

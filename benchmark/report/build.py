@@ -77,7 +77,8 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
 
     if tables.has_other_mask_sources(runs):
         lines += ["### RGMIM by lung-mask source", "",
-                  "RGMIM test accuracy by where its lung region came from (`--mask-source`): `gt` the dataset's own "
+                  "Test accuracy of RGMIM (and any other region-guided method) by where its lung region came from "
+                  "(`--mask-source`): `gt` the dataset's own "
                   "masks (the Table 2 row), `mask-dir` masks supplied with `--mask-dir`, `classical` the "
                   "unsupervised lung-field segmenter, `prior` one population-average lung field for every image, "
                   "`sam` Segment Anything, `none` no region (RGMIM's masking is then MAE's random masking). "

@@ -19,7 +19,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from benchmark.data.masks import region_label
-from benchmark.records import PAPER_ROWS, mim_methods, records_frame, row_label
+from benchmark.records import PAPER_ROWS, mim_methods, records_frame, region_guided_methods, row_label
 from benchmark.report import paper
 
 BOOTSTRAP_RESAMPLES = 10_000
@@ -27,7 +27,6 @@ BOOTSTRAP_SEED = 0  # fixed so the report is reproducible byte for byte
 MINUEND = ("rgmim", "vit")  # the paired comparison: RGMIM - MAE, both on ViT
 SUBTRAHEND = ("mae", "vit")
 MISSING = "—"
-REGION_GUIDED = frozenset({"rgmim"})  # methods whose pretraining depends on the lung masks
 EXPERT_REGION = "gt"  # the paper's RGMIM: the dataset's own expert masks; the only region in Tables 2 and 3
 # display order of the "RGMIM by lung-mask source" rows (masks.region_label); unknown ones follow
 MASK_SOURCE_ORDER = ("gt", "mask-dir", "classical", "prior", "sam", "none")
@@ -86,8 +85,8 @@ def with_mask_source(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
 
 def _condition(record: dict) -> tuple:
     mask_ratio = record["mask_ratio"]
-    # only for RGMIM does the mask source change the result; elsewhere a rerun with another is the same run
-    region = mask_source_of(record) if record["method"] in REGION_GUIDED else None
+    # only for region-guided methods does the mask source change the result; elsewhere a rerun is the same run
+    region = mask_source_of(record) if record["method"] in region_guided_methods() else None
     return (record["method"], record["arch"], round(float(record["fraction"]), 6), record["seed"],
             None if mask_ratio is None else round(float(mask_ratio), 6), region)
 
@@ -163,7 +162,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
 def expert_region(runs: pd.DataFrame) -> pd.Series:
     """Rows that are not region-guided or were guided by the dataset's own masks, as in the paper."""
     sources = runs["mask_source"] if "mask_source" in runs else pd.Series(EXPERT_REGION, index=runs.index)
-    return ~runs["method"].isin(REGION_GUIDED) | sources.eq(EXPERT_REGION)
+    return ~runs["method"].isin(region_guided_methods()) | sources.eq(EXPERT_REGION)
 
 
 def table2_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -208,19 +207,19 @@ def _beside_paper(stats: pd.DataFrame, setting: str, paper_accuracy, best_within
 
 
 def mask_source_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """RGMIM runs at the paper's default mask ratio, every mask source."""
+    """Runs of region-guided methods (RGMIM) at the paper's default mask ratio, every mask source."""
     default_ratio = np.isclose(runs["mask_ratio"].astype(float), paper.DEFAULT_MASK_RATIO)
-    return runs[runs["method"].isin(REGION_GUIDED) & default_ratio]
+    return runs[runs["method"].isin(region_guided_methods()) & default_ratio]
 
 
 def has_other_mask_sources(runs: pd.DataFrame) -> bool:
-    """RGMIM runs at the default mask ratio with another region than the dataset's own masks exist."""
+    """Region-guided runs at the default mask ratio with another region than the dataset's own masks exist."""
     return bool((~expert_region(mask_source_runs(runs))).any())
 
 
 def mask_source_stats(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (mask source, fraction): mean, std, n over seeds of RGMIM's accuracy and a bold flag."""
-    stats = summarize(mask_source_runs(runs), ["mask_source", "fraction"])
+    """Per (region-guided row, mask source, fraction): mean, std, n over seeds of accuracy and a bold flag."""
+    stats = summarize(mask_source_runs(runs), ["row_order", "row", "mask_source", "fraction"])
     stats["best"] = _mark_best(stats, "fraction")
     return stats
 
@@ -299,12 +298,15 @@ def table3_markdown(stats: pd.DataFrame) -> str:
 
 
 def mask_source_markdown(stats: pd.DataFrame) -> str:
-    """One row per mask source (gt first), one column per label fraction."""
+    """One row per (method, mask source), methods in table order and gt first, one column per label fraction."""
     cells = stats.assign(cell=[format_stat(row.mean, row.std, row.n, row.best) for row in stats.itertuples()])
-    grid = cells.pivot(index="mask_source", columns="fraction", values="cell")
-    grid = grid.reindex(index=_ordered_sources(grid.index), columns=sorted(grid.columns)).fillna(MISSING)
+    grid = cells.pivot(index=["row_order", "row", "mask_source"], columns="fraction", values="cell")
+    order = {source: rank for rank, source in enumerate(_ordered_sources(stats["mask_source"]))}
+    grid = grid.sort_index(key=lambda level: level.map(order) if level.name == "mask_source" else level)
+    grid = grid.reindex(columns=sorted(grid.columns)).fillna(MISSING)
     grid.columns = [fraction_label(f) for f in grid.columns]
-    return to_markdown(grid.rename_axis("Mask source").reset_index())
+    grid = grid.droplevel("row_order").rename_axis(["Method", "Mask source"]).reset_index()
+    return to_markdown(grid)
 
 
 def _ordered_sources(sources: Iterable[str]) -> list[str]:
@@ -452,7 +454,7 @@ def protocol_notes(section: Section) -> list[str]:
         f"paired CIs are percentile bootstraps ({BOOTSTRAP_RESAMPLES:,} resamples, RNG seed {BOOTSTRAP_SEED}).",
     ]
     if has_other_mask_sources(runs):
-        sources = _ordered_sources(runs.loc[runs["method"].isin(REGION_GUIDED), "mask_source"])
+        sources = _ordered_sources(runs.loc[runs["method"].isin(region_guided_methods()), "mask_source"])
         notes.append("RGMIM lung-mask sources run: " + ", ".join(f"`{source}`" for source in sources)
                      + f" (Tables 2 and 3 and the paired differences use `{EXPERT_REGION}`, the dataset's own "
                      "masks; the others appear only in \"RGMIM by lung-mask source\").")
