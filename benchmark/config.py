@@ -115,7 +115,7 @@ class Config:
     device: str = "auto"  # auto -> cuda when available, else cpu
     amp: Literal["auto", "bf16", "off"] = "auto"  # T1 is silent; bf16 autocast on CUDA (auto)
     # Speed only (engine/fastpaths.py; left out of run ids like `device`): how a step computes, not what.
-    compile: bool = False  # choice: torch.compile the model; off, compile time outweighs short runs
+    compile: bool = False  # choice: torch.compile each block (fastpaths.py); off, compile time outweighs short runs
     channels_last: bool = True  # choice: NHWC ResNet activations, the layout cuDNN/oneDNN convolve fastest
     cpu_onednn_linear: bool = True  # choice: fp32 nn.Linear through oneDNN on non-Intel AVX-512 CPUs, 2x MKL on AMD
     vit_weights: Optional[str] = None  # spec §7: local ImageNet ViT-B/16 file (Transfer)
