@@ -50,9 +50,11 @@ def counts(sweep: sweep_module.Sweep) -> dict[str, tuple[int, int]]:
             for kind in ("pretrain", "finetune")}
 
 
-def write_finished_record(results: Path, job: PlannedJob) -> None:
+def write_finished_record(results: Path, job: PlannedJob, processes: int = 1) -> None:
     record = make_record(job.method, job.arch, job.fraction, job.seed, mask_ratio=job.mask_ratio, profile="smoke")
     record["run_id"] = job.name
+    if processes > 1:  # a DDP job
+        record["hardware"]["processes"] = record["pretrain"]["processes"] = processes
     write_record(record_path(results, job.name), record)
 
 
@@ -199,10 +201,7 @@ def test_dry_run_estimate_counts_the_processes_that_made_each_record(tmp_path: P
     arguments = ("--profile", "smoke", "--results", str(results), "--methods", "rgmim", "--fractions", "0.25,0.5",
                  "--cluster", str(LOCAL_PROFILE), "--dry-run")
     job = next(job for job in plan_sweep(parse("sweep", *arguments)).jobs if job.kind == "finetune")
-    record = make_record(job.method, job.arch, job.fraction, job.seed, mask_ratio=job.mask_ratio, profile="smoke")
-    record["run_id"] = job.name
-    record["hardware"]["processes"] = record["pretrain"]["processes"] = 2  # a two-rank DDP job
-    write_record(record_path(results, job.name), record)
+    write_finished_record(results, job, processes=2)
     sweep_module.sweep_command(parse("sweep", *arguments))
     # two ranks for 120 s and 20 s are 240 and 40 process-s: one pretraining + one fine-tuning left = 280 s
     assert "pretraining 240 process-s mean over 1 records, fine-tuning 40 process-s mean over 1 records -> " \
