@@ -83,10 +83,10 @@ def with_mask_source(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     return frame.assign(mask_source=frame["run_id"].map({r["run_id"]: mask_source_of(r) for r in records}))
 
 
-def _condition(record: dict) -> tuple:
+def _condition(record: dict, region_guided: frozenset[str]) -> tuple:
     mask_ratio = record["mask_ratio"]
     # only for region-guided methods does the mask source change the result; elsewhere a rerun is the same run
-    region = mask_source_of(record) if record["method"] in region_guided_methods() else None
+    region = mask_source_of(record) if record["method"] in region_guided else None
     return (record["method"], record["arch"], round(float(record["fraction"]), 6), record["seed"],
             None if mask_ratio is None else round(float(mask_ratio), 6), region)
 
@@ -94,8 +94,9 @@ def _condition(record: dict) -> tuple:
 def _latest_per_condition(records: list[dict]) -> list[dict]:
     """A rerun of the same condition replaces the older run instead of counting as another seed."""
     latest: dict[tuple, dict] = {}
+    region_guided = region_guided_methods()
     for record in sorted(records, key=_finished_at):
-        latest[_condition(record)] = record
+        latest[_condition(record, region_guided)] = record
     return list(latest.values())
 
 
