@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 import submitit
 import yaml
 
-from benchmark.config import ConfigError
+from benchmark.errors import ConfigError
 
 LOCAL_CLUSTER_HINT = (
     "start the local one-node cluster with `bash slurm/local-cluster.sh all` (as root, see slurm/README.md)"

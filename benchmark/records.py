@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,42 +17,33 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+from benchmark.errors import RecordError
+from benchmark.files import atomic_write_text
+from benchmark.paper_grid import PAPER_ROWS
+
+SCHEMA_VERSION = 2  # 2: method_info, method-owned config sections, content fingerprints
 
 ARCHS = ("vit", "resnet")
 ARCH_NAMES = {"vit": "ViT", "resnet": "ResNet"}
 
-# The paper's Table 2 rows, in its order, each with the backbone the paper used for it.
-PAPER_ROWS: tuple[tuple[str, str], ...] = (
-    ("rgmim", "vit"), ("mae", "vit"), ("skd", "resnet"), ("cross", "resnet"), ("byol", "resnet"),
-    ("simsiam", "resnet"), ("transfer", "vit"), ("transfer", "resnet"), ("scratch", "vit"), ("scratch", "resnet"),
-)
 
 
-def registry() -> dict:
-    """The method registry (``methods.METHODS``), read at call time so a method registered later counts.
-
-    Imported here rather than at module level: it pulls in torch, timm and lightly (seconds), which
-    code that only writes files with this module need not pay.
-    """
-    from methods import METHODS
-    return METHODS
+def method_facts(method: Any) -> dict[str, Any]:
+    """What the report needs to know of a registry entry, stored in each record (the report reads records
+    only, never the registry: a report builds without torch, and records of retired methods still show)."""
+    return {"display": method.display, "archs": list(method.archs), "pretrains": method.build_pretrainer is not None,
+            "region_guided": method.region_guided, "uses_mask_ratio": method.uses_mask_ratio, "init": method.init}
 
 
-def mim_methods() -> frozenset[str]:
-    """Masked-image-modeling methods: their records carry a mask ratio."""
-    return frozenset(name for name, method in registry().items() if method.uses_mask_ratio)
-
-
-def region_guided_methods() -> frozenset[str]:
-    """Methods whose pretraining masks by the lung region: their results depend on the mask source."""
-    return frozenset(name for name, method in registry().items() if method.region_guided)
+def record_path(results: Path, identifier: str) -> Path:
+    return Path(results) / "runs" / f"{identifier}.json"
 
 
 # Top-level keys and, for sections, the keys each must hold. ``pretrain`` is null without a pretraining stage.
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "schema_version": (), "run_id": (), "method": (), "arch": (), "fraction": (), "seed": (),
     "mask_ratio": (), "profile": (),
+    "method_info": ("display", "archs", "pretrains", "region_guided", "uses_mask_ratio", "init"),
     "dataset": ("name", "fingerprint", "classes", "train_pool", "test", "finetune_subset"),
     "config": (),
     "metrics": ("accuracy", "macro_f1", "per_class_recall", "auroc", "macro_auroc", "confusion",
@@ -69,28 +58,21 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 HISTORY_KEYS = ("epoch", "train_loss", "accuracy", "macro_f1", "lr")
 
 
-class RecordError(ValueError):
-    """A run record file that cannot be used; the message names the file and says why."""
-
-
 class RecordWarning(UserWarning):
     """A run record file was skipped while loading a results folder."""
 
 
-def row_label(method: str, arch: str) -> str:
+def row_label(info: dict[str, Any], arch: str) -> str:
     """Display name of a Table 2 row: "RGMIM", "BYOL", "Transfer (ViT)", "BYOL (ViT)" off the method's backbone.
 
-    Only a method with a single backbone, run on it, leaves the backbone unnamed.
+    Only a method with a single backbone, run on it, leaves the backbone unnamed (``info``: method_facts).
     """
-    entry = registry()[method]
-    return entry.display if entry.archs == (arch,) else f"{entry.display} ({ARCH_NAMES[arch]})"
+    return info["display"] if info["archs"] == [arch] else f"{info['display']} ({ARCH_NAMES[arch]})"
 
 
 def row_order(method: str, arch: str) -> int:
-    """Sort key: the paper's rows first in its order, then any other pair in registry order."""
-    if (method, arch) in PAPER_ROWS:
-        return PAPER_ROWS.index((method, arch))
-    return len(PAPER_ROWS) + list(registry()).index(method) * len(ARCHS) + ARCHS.index(arch)
+    """Sort key: the paper's rows in its order; every other row after them (then sorted by its label)."""
+    return PAPER_ROWS.index((method, arch)) if (method, arch) in PAPER_ROWS else len(PAPER_ROWS)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -163,11 +145,11 @@ def validate_record(record: Any) -> list[str]:
         problems.append(f"schema_version {record['schema_version']!r} is not supported (this code reads {SCHEMA_VERSION})")
     if not isinstance(record["run_id"], str) or not record["run_id"]:
         problems.append("run_id must be a non-empty string")
-    method, arch = record["method"], record["arch"]
-    methods = registry()
-    registered = methods.get(method) if isinstance(method, str) else None  # None: method-specific checks skipped
-    if registered is None:
-        problems.append(f"method {method!r} is not one of {', '.join(methods)}")
+    method, arch, info = record["method"], record["arch"], record["method_info"]
+    if not isinstance(method, str) or not method:
+        problems.append("method must be a non-empty string")
+    if not isinstance(info["display"], str) or not isinstance(info["archs"], list) or arch not in info["archs"]:
+        problems.append(f"method_info must name a display string and the archs the method runs on, {arch!r} among them")
     if arch not in ARCHS:
         problems.append(f"arch {arch!r} is not one of {', '.join(ARCHS)}")
     if not (_is_number(record["fraction"]) and 0.0 < record["fraction"] <= 1.0):
@@ -175,9 +157,9 @@ def validate_record(record: Any) -> list[str]:
     if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
         problems.append(f"seed must be an integer, got {record['seed']!r}")
     mask_ratio = record["mask_ratio"]
-    if registered and registered.uses_mask_ratio and not (_is_number(mask_ratio) and 0.0 < mask_ratio < 1.0):
+    if info["uses_mask_ratio"] and not (_is_number(mask_ratio) and 0.0 < mask_ratio < 1.0):
         problems.append(f"mask_ratio must be a number in (0, 1) for {method}, got {mask_ratio!r}")
-    if registered and not registered.uses_mask_ratio and mask_ratio is not None:
+    if not info["uses_mask_ratio"] and mask_ratio is not None:
         problems.append(f"mask_ratio must be null for {method} (not a masked-image-modeling method)")
     if not isinstance(record["profile"], str) or not record["profile"]:
         problems.append("profile must be a non-empty string")
@@ -217,9 +199,9 @@ def validate_record(record: Any) -> list[str]:
                 problems.append(f"history[{index}] needs an integer epoch and an accuracy in [0, 1]")
 
     pretrain = record["pretrain"]
-    if registered and registered.build_pretrainer is None and pretrain is not None:
+    if not info["pretrains"] and pretrain is not None:
         problems.append(f"pretrain must be null for {method} (it has no self-supervised pretraining)")
-    if registered and registered.build_pretrainer is not None and pretrain is None:
+    if info["pretrains"] and pretrain is None:
         problems.append(f"pretrain must be an object for {method}")
     for name, section in (("pretrain", pretrain), ("finetune", record["finetune"])):
         if isinstance(section, dict):
@@ -234,48 +216,6 @@ def validate_record(record: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- files
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` atomically (see ``atomic_write_bytes``)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so readers see the old file or the whole new one, never a partial file.
-
-    A temporary file in the same folder (same filesystem, so the rename is atomic) is written,
-    fsynced and renamed over ``path``; on any failure the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself; not every platform can open a directory, which is fine to skip."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
 
 def _to_builtin(value: Any) -> Any:
     """JSON fallback for numpy/torch scalars and arrays, which all offer ``tolist``."""
@@ -352,7 +292,8 @@ def _record_row(record: dict) -> dict[str, Any]:
         "run_id": record["run_id"],
         "method": method,
         "arch": arch,
-        "row": row_label(method, arch),
+        "row": row_label(record["method_info"], arch),
+        "region_guided": record["method_info"]["region_guided"],
         "row_order": row_order(method, arch),
         # Rounded so that 0.1 written by different code paths groups as one fraction.
         "fraction": round(float(record["fraction"]), 6),

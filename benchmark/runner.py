@@ -5,29 +5,56 @@ Under torchrun every rank executes this; rank 0 alone prints the config and writ
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from benchmark.config import Config, ConfigError, describe, settings_read_by, stable_hash, to_dict
+from benchmark import distributed
+from benchmark.config import Config, build_config, describe, to_dict
 from benchmark.data.cache import resolve_cache_root
-from benchmark.data.prepare import prepare
+from benchmark.data.prepare import identify, prepare
 from benchmark.data.splits import check_fraction
-from benchmark.engine import distributed
 from benchmark.engine.finetune import finetune
+from benchmark.engine.identity import run_id
 from benchmark.engine.pretrain import pretrained_encoder
 from benchmark.engine.runtime import code_version, hardware, resolve_device
-from benchmark.records import SCHEMA_VERSION, read_record, write_record
+from benchmark.errors import ConfigError
+from benchmark.records import SCHEMA_VERSION, method_facts, read_record, record_path, write_record
 from methods import METHODS
-from methods.backbones import build_encoder, load_imagenet_encoder
+from methods.backbones import build_encoder, load_imagenet_encoder, weights_path
 from methods.base import Method
 
-RESULT_NEUTRAL_KEYS = {"cache_dir", "num_workers"}  # where files live and how they load, not what they hold
-SPEED_ONLY_KEYS = ("device", "compile", "channels_last", "cpu_onednn_linear")  # where and how a step computes
+
+def configure(profile: str = "auto", overrides: tuple[str, ...] | list[str] = ()) -> tuple[Config, str]:
+    """``config.build_config`` with a section for every registered method that has settings of its own."""
+    settings = {name: method.settings for name, method in METHODS.items() if method.settings is not None}
+    return build_config(profile, overrides, settings)
+
+
+# Shortcut options and the config field each one sets; --set overrides are applied after them.
+SHORTCUTS = {
+    "dataset": "data.dataset", "data_root": "data.root", "cache_dir": "data.cache_dir",
+    "missing_masks": "data.missing_masks", "split_file": "data.split_file", "seed": "seed",
+    "mask_source": "region.source", "mask_dir": "region.mask_dir", "sam_checkpoint": "region.sam_checkpoint",
+}
+
+
+def config_from_options(options: dict) -> Config:
+    """The resolved config from command-line option values: --profile, the shortcut options, the method's
+    --mask-ratio and --weights, then every --set (applied last). Sweep jobs rerun this from stored values."""
+    # .get: not every command has every shortcut, and options stored by older sweeps lack new ones
+    assignments = [f"{key}={options[option]}" for option, key in SHORTCUTS.items()
+                   if options.get(option) is not None]
+    if options.get("mask_ratio") is not None:
+        assignments.append(f"{options['method']}.mask_ratio={options['mask_ratio']}")
+    if options.get("weights") is not None:
+        arch = options.get("arch") or resolve_method(options["method"], None)[1]
+        assignments.append(f"{arch}.weights={options['weights']}")
+    config, why = configure(options.get("profile", "auto"), assignments + list(options.get("overrides", [])))
+    print(f"[benchmark] {why}", file=sys.stderr)
+    return config
 
 
 def resolve_method(name: str, arch: str | None) -> tuple[Method, str]:
@@ -40,28 +67,14 @@ def resolve_method(name: str, arch: str | None) -> tuple[Method, str]:
     return method, arch
 
 
-def run_id(method: Method, arch: str, fraction: float, config: Config) -> str:
-    """Deterministic id from the resolved config (paths to caches and the device left out)."""
-    settings = settings_read_by(config, arch, method.recipe)
-    settings["data"] = {k: v for k, v in settings["data"].items() if k not in RESULT_NEUTRAL_KEYS}
-    for key in SPEED_ONLY_KEYS:
-        settings.pop(key)
-    digest = stable_hash({"method": method.name, "arch": arch, "fraction": fraction, "config": settings})
-    return f"{method.name}-{arch}-f{fraction:g}-s{config.seed}-{digest}"
-
-
 def pretrain_only(method_name: str, config: Config, progress: bool = True) -> dict:
     """Pretrain (or find cached) the encoder a method needs; sweeps run this once per encoder."""
     method, _ = resolve_method(method_name, None)
     if method.build_pretrainer is None:
         raise ConfigError(f"--method {method_name}: has no pretraining stage")
-    data = prepare(config.data, progress=progress)
+    data = prepare(config.data, config.region, progress=progress)
     return pretrained_encoder(method, config, data, resolve_device(config), resolve_cache_root(config.data),
                               progress).summary
-
-
-def record_path(results: Path, identifier: str) -> Path:
-    return results / "runs" / f"{identifier}.json"
 
 
 def execute(method_name: str, fraction: float, config: Config, results: Path, arch: str | None = None,
@@ -70,9 +83,9 @@ def execute(method_name: str, fraction: float, config: Config, results: Path, ar
     method, arch = resolve_method(method_name, arch)
     check_fraction(fraction)
     if method.init == "imagenet":  # fail before any work when the weights file is missing
-        from methods.backbones import weights_path
         weights_path(config, arch)
-    identifier = run_id(method, arch, fraction, config)
+    found = identify(config.data, config.region)
+    identifier = run_id(method, arch, fraction, config, found)
     destination = record_path(results, identifier)
     if destination.exists() and not force:
         record = read_record(destination)
@@ -84,20 +97,21 @@ def execute(method_name: str, fraction: float, config: Config, results: Path, ar
     ranks = distributed.current()
     if ranks.is_main:
         print(describe(config), file=sys.stderr)
-    data = prepare(config.data, progress=progress)
-    root = resolve_cache_root(config.data)
+    data = prepare(config.data, config.region, progress=progress, found=found)
+    root = found.cache_root
 
     pretrain_summary = None
+    drop_path = config.finetune.drop_path if arch == "vit" else 0.0
     if method.build_pretrainer is not None:
         pretrained = pretrained_encoder(method, config, data, device, root, progress)
-        encoder = build_encoder(config, arch, drop_path=config.finetune.drop_path if arch == "vit" else 0.0)
+        encoder = build_encoder(config, arch, drop_path=drop_path)
         encoder.load_state_dict(pretrained.state)
         pretrain_summary = pretrained.summary
     elif method.init == "imagenet":
-        encoder = load_imagenet_encoder(config, arch, drop_path=config.finetune.drop_path)
+        encoder = load_imagenet_encoder(config, arch, drop_path=drop_path)
     else:
         torch.manual_seed(config.seed)
-        encoder = build_encoder(config, arch, drop_path=config.finetune.drop_path if arch == "vit" else 0.0)
+        encoder = build_encoder(config, arch, drop_path=drop_path)
 
     checkpoint = root / "finetune" / f"{identifier}.pt"
     outcome = finetune(encoder, config, data, fraction, device, checkpoint, progress, label=identifier)
@@ -105,7 +119,8 @@ def execute(method_name: str, fraction: float, config: Config, results: Path, ar
         "schema_version": SCHEMA_VERSION,
         "run_id": identifier,
         "method": method.name, "arch": arch, "fraction": fraction, "seed": config.seed,
-        "mask_ratio": config.pretrain.mask_ratio if method.uses_mask_ratio else None,
+        "mask_ratio": config.method(method.name).mask_ratio if method.uses_mask_ratio else None,
+        "method_info": method_facts(method),
         "profile": config.profile,
         "dataset": {**data.describe(), "train_pool": int(len(data.train_idx)), "test": int(len(data.test_idx)),
                     "finetune_subset": outcome["summary"]["subset_size"]},

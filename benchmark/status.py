@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from benchmark.config import ConfigError
+from benchmark.errors import ConfigError
+from benchmark.records import record_path
 from benchmark.sweep import IN_FLIGHT_STATES, manifest_path, read_manifest, slurm_states
 
 CATEGORIES = ("done", "running", "pending", "failed")
@@ -58,8 +59,6 @@ def failure_details(job: dict[str, Any], state: str) -> list[str]:
 
 
 def job_statuses(manifest: dict[str, Any]) -> list[JobStatus]:
-    from benchmark.runner import record_path
-
     results = Path(manifest["results"])
     slurm = manifest["executor"] == "slurm"
     job_ids = [job["job_id"] for job in manifest["jobs"] if job.get("job_id")]
@@ -115,15 +114,3 @@ def status_command(args: argparse.Namespace) -> int:
     manifest = read_manifest(path)
     print(status_text(manifest, job_statuses(manifest), path))
     return 0
-
-
-def add_parser(subparsers: Any, add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``status``; it reads the manifest, records and scheduler only, so it takes no config options."""
-    del add_config_options
-    parser = subparsers.add_parser(
-        "status", help="a sweep's progress: done, running, pending and failed jobs",
-        description="Show a sweep's jobs (from <results>/sweeps/<name>.json), their state from the run records "
-                    "and SLURM's accounting, and the log and traceback of each failed job.")
-    parser.add_argument("--results", default="results", help="results folder of the sweep (default: results)")
-    parser.add_argument("--name", default=None, help="sweep name (default: the only sweep in the folder)")
-    parser.set_defaults(handler=status_command)

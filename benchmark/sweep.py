@@ -32,8 +32,11 @@ from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from benchmark.cluster import ClusterProfile, load_cluster_profile, make_executor, slurm_available
-from benchmark.config import Config, ConfigError, build_config, resolve_profile
-from benchmark.data.source import DataError
+from benchmark.config import Config, resolve_profile
+from benchmark.errors import ConfigError
+from benchmark.errors import DataError
+from benchmark.files import atomic_write_text
+from benchmark.paper_grid import PAPER_FRACTIONS, PAPER_ROWS, TABLE3_MASK_RATIOS
 
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # SLURM states of a job that is still queued or running (a requeued job passes through PREEMPTED/REQUEUED)
@@ -46,15 +49,11 @@ IN_FLIGHT_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FE
 class Grid:
     rows: tuple[tuple[str, str], ...]  # (method, arch) pairs
     fractions: tuple[float, ...]
-    mask_ratios: Optional[tuple[float, ...]]  # None: the config's pretrain.mask_ratio
+    mask_ratios: Optional[tuple[float, ...]]  # None: each MIM method's configured mask_ratio
 
 
 def named_grid(name: str) -> Grid:
-    """The paper's tables; imported here so that building the CLI parser stays light."""
-    from benchmark.data.splits import PAPER_FRACTIONS
-    from benchmark.records import PAPER_ROWS
-    from benchmark.report.paper import TABLE3_MASK_RATIOS
-
+    """The paper's tables."""
     grids = {
         "table2": Grid(PAPER_ROWS, PAPER_FRACTIONS, None),
         "table3": Grid((("rgmim", "vit"), ("mae", "vit")), (1.0,), TABLE3_MASK_RATIOS),
@@ -135,7 +134,7 @@ def parse_rows(text: str) -> tuple[tuple[str, str], ...]:
 
 
 def parse_fractions(text: str) -> tuple[float, ...]:
-    from benchmark.data.splits import PAPER_FRACTIONS, check_fraction
+    from benchmark.data.splits import check_fraction
 
     if text.strip() == "paper":
         return PAPER_FRACTIONS
@@ -188,9 +187,9 @@ def check_sweep_name(name: str) -> str:
 
 def resolve_config(options: dict[str, Any]) -> Config:
     """The CLI's own config resolution (profile, shortcut options, --set) from stored option values."""
-    from benchmark.cli import config_from_args  # cli imports this module's add_parser
+    from benchmark.runner import config_from_options
 
-    return config_from_args(argparse.Namespace(**options))
+    return config_from_options(options)
 
 
 def job_options(base: dict[str, Any], method_name: str, arch: str, seed: int, mask_ratio: Optional[float],
@@ -201,10 +200,10 @@ def job_options(base: dict[str, Any], method_name: str, arch: str, seed: int, ma
     method = METHODS[method_name]
     extra = [f"seed={seed}"]
     if method.uses_mask_ratio:
-        extra.append(f"pretrain.mask_ratio={mask_ratio!r}")
+        extra.append(f"{method_name}.mask_ratio={mask_ratio!r}")
     # like `run --weights`: only the file this run loads, so run ids match runs made with `run`
     if method.init == "imagenet" and weights[arch] is not None:
-        extra.append(f"{arch}_weights={weights[arch]}")
+        extra.append(f"{arch}.weights={weights[arch]}")
     return {**base, "overrides": [*base["overrides"], *extra]}
 
 
@@ -216,7 +215,7 @@ def weights_problems(method: str, arch: str, config: Config) -> list[str]:
     """Why a run that starts from ImageNet weights would fail on its weights file (empty if it would not)."""
     from methods.backbones import weights_path
 
-    if getattr(config, f"{arch}_weights") is None:
+    if config.family(arch).weights is None:
         return [f"{method} ({arch}) needs local ImageNet weights: pass --weights-{arch} PATH"]
     try:
         weights_path(config, arch)
@@ -228,7 +227,9 @@ def weights_problems(method: str, arch: str, config: Config) -> list[str]:
 def plan_jobs(grid: Grid, seeds: tuple[int, ...], base: dict[str, Any], weights: dict[str, Optional[str]],
               results: Path) -> tuple[list[PlannedJob], list[str]]:
     """Pretraining jobs (one per encoder) then fine-tuning jobs (one per run), and the problems found."""
-    from benchmark.runner import record_path, run_id
+    from benchmark.data.prepare import identify
+    from benchmark.engine.identity import run_id
+    from benchmark.records import record_path
     from methods import METHODS
 
     pretraining: dict[str, PlannedJob] = {}
@@ -236,14 +237,19 @@ def plan_jobs(grid: Grid, seeds: tuple[int, ...], base: dict[str, Any], weights:
     problems: list[str] = []
     # config_from_args says which profile it resolved on every call: once (by the caller) is enough here
     with contextlib.redirect_stderr(io.StringIO()):
-        default_ratio = resolve_config(base).pretrain.mask_ratio
+        base_config = resolve_config(base)
+        found = {}  # the dataset of each distinct (data, region) section: fingerprinted once
         for seed in seeds:
             for method_name, arch in grid.rows:
                 method = METHODS[method_name]
-                ratios = (grid.mask_ratios or (default_ratio,)) if method.uses_mask_ratio else (None,)
+                ratios = ((grid.mask_ratios or (base_config.method(method_name).mask_ratio,))
+                          if method.uses_mask_ratio else (None,))
                 for ratio in ratios:
                     options = job_options(base, method_name, arch, seed, ratio, weights)
                     config = resolve_config(options)
+                    where = repr((config.data, config.region))
+                    if where not in found:
+                        found[where] = identify(config.data, config.region)
                     if method.init == "imagenet":
                         problems.extend(weights_problems(method_name, arch, config))
                     pretrain = None
@@ -252,7 +258,7 @@ def plan_jobs(grid: Grid, seeds: tuple[int, ...], base: dict[str, Any], weights:
                         pretrain = pretraining.setdefault(name, PlannedJob(
                             "pretrain", name, method_name, arch, seed, ratio, None, options, []))
                     for fraction in grid.fractions:
-                        identifier = run_id(method, arch, fraction, config)
+                        identifier = run_id(method, arch, fraction, config, found[where])
                         if identifier in finetuning:
                             continue
                         done = record_path(results, identifier).exists()
@@ -330,7 +336,9 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
         profile, why = resolve_profile(args.profile)
     print(f"[sweep] profile {profile} ({why})", file=sys.stderr)
     if cluster is not None and cluster.tasks_per_node > 1:
-        check_splits_over_ranks(build_config(profile, list(args.overrides))[0], cluster, cluster_path)
+        from benchmark.runner import configure
+
+        check_splits_over_ranks(configure(profile, list(args.overrides))[0], cluster, cluster_path)
     base = {option: getattr(args, option) for option in args.config_options}
     base["profile"] = profile
     results = Path(args.results).absolute()  # jobs may run in another directory
@@ -445,7 +453,8 @@ class FinetuneJob(submitit.helpers.Checkpointable):
         self.method, self.arch, self.fraction, self.options, self.results = method, arch, fraction, options, results
 
     def __call__(self) -> dict:
-        from benchmark.runner import execute, record_path
+        from benchmark.records import record_path
+        from benchmark.runner import execute
 
         record = execute(self.method, self.fraction, resolve_config(self.options), Path(self.results),
                          arch=self.arch, progress=False)
@@ -466,7 +475,6 @@ def manifest_path(results: Path, name: str) -> Path:
 
 
 def write_manifest(sweep: Sweep, created_at: str) -> None:
-    from benchmark.records import atomic_write_text
 
     document = {
         "name": sweep.name, "executor": sweep.executor, "results": str(sweep.results),
@@ -605,37 +613,3 @@ def sweep_command(args: argparse.Namespace) -> int:
         print(describe_plan(sweep))
         return 0
     return launch(sweep)
-
-
-def add_parser(subparsers: Any, add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``sweep``; every config option applies to every job of the sweep."""
-    parser = subparsers.add_parser(
-        "sweep", help="plan a grid of runs and submit it to SLURM (or run it here)",
-        description="Plan a grid of runs (one pretraining job per encoder, one fine-tuning job per run), skip "
-                    "runs that have a record, and submit the rest to SLURM with dependencies, or run them here. "
-                    "Writes <results>/sweeps/<name>.json for `status`.")
-    grid = parser.add_argument_group("grid")
-    grid.add_argument("--grid", default=None, help="table2 (ten rows x five fractions) or table3 (RGMIM and MAE "
-                                                   "x six mask ratios at fraction 1.0)")
-    grid.add_argument("--methods", default=None, help="all or a comma-separated list; transfer and scratch run "
-                                                      "on both encoders")
-    grid.add_argument("--fractions", default=None, help="paper (default) or comma-separated label fractions")
-    grid.add_argument("--mask-ratios", default=None, help="comma-separated mask ratios for RGMIM/MAE "
-                                                          "(default: the config's pretrain.mask_ratio)")
-    grid.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
-    grid.add_argument("--weights-vit", default=None, metavar="PATH", help="local ImageNet ViT file (transfer)")
-    grid.add_argument("--weights-resnet", default=None, metavar="PATH",
-                      help="local ImageNet ResNet file (transfer, cross)")
-    where = parser.add_argument_group("execution")
-    where.add_argument("--executor", choices=["local", "slurm"], default=None,
-                       help="slurm: submit through submitit; local: run here, pretraining first")
-    where.add_argument("--cluster", default=None, metavar="slurm/NAME.yaml",
-                       help="cluster profile (required with --executor slurm; gives --dry-run its time limit)")
-    where.add_argument("--results", default="results", help="results folder (records in RESULTS/runs/)")
-    where.add_argument("--name", default=None, help="sweep name (default: the grid's, else 'sweep')")
-    where.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate, submit nothing")
-    add_config_options(parser)
-    probe = argparse.ArgumentParser(add_help=False)
-    add_config_options(probe)
-    # the names of the config options, so that jobs can rerun the CLI's resolution from their values
-    parser.set_defaults(handler=sweep_command, config_options=tuple(vars(probe.parse_args([]))))

@@ -1,6 +1,6 @@
 """Encoders shared by all methods: timm ViTs and torchvision ResNets, with offline weight loading.
 
-Nothing is ever downloaded: ImageNet weights come from a local file given by the user (spec §7).
+Nothing is ever downloaded: ImageNet weights come from a local file given by the user (protocol §7).
 """
 
 from __future__ import annotations
@@ -13,29 +13,30 @@ import torch
 import torchvision
 from torch import nn
 
-from benchmark.config import Config, ConfigError
+from benchmark.config import Config
+from benchmark.errors import ConfigError
 
 def build_vit(config: Config, drop_path: float = 0.0) -> nn.Module:
     """A timm ViT whose forward returns GAP(LN(z_L)) features (Eq. 4), no classifier head."""
-    return timm.create_model(config.model.vit, **_vit_kwargs(config, drop_path))
+    return timm.create_model(config.vit.name, **_vit_kwargs(config, drop_path))
 
 
 def _vit_kwargs(config: Config, drop_path: float) -> dict:
     kwargs = dict(
-        pretrained=False, num_classes=0, img_size=config.data.image_size, patch_size=config.model.patch_size,
+        pretrained=False, num_classes=0, img_size=config.data.image_size, patch_size=config.vit.patch_size,
         drop_path_rate=drop_path,
         global_pool="avg",
-        # spec §0.2: fc_norm=False keeps `norm` before pooling (Eq. 4); True gives MAE's LN(GAP).
-        fc_norm=config.model.vit_pool == "gap_then_ln",
+        # protocol §8: fc_norm=False keeps `norm` before pooling (Eq. 4); True gives MAE's LN(GAP).
+        fc_norm=config.vit.pool == "gap_then_ln",
     )
-    if config.model.vit_depth is not None:
-        kwargs["depth"] = config.model.vit_depth
+    if config.vit.depth is not None:
+        kwargs["depth"] = config.vit.depth
     return kwargs
 
 
 def build_resnet(config: Config) -> nn.Module:
     """A torchvision ResNet whose forward returns the global-average-pooled feature."""
-    model = getattr(torchvision.models, config.model.resnet)(weights=None)
+    model = getattr(torchvision.models, config.resnet.name)(weights=None)
     model.fc = nn.Identity()
     return model
 
@@ -56,8 +57,8 @@ def build_encoder(config: Config, arch: str, drop_path: float = 0.0) -> nn.Modul
 
 def weights_path(config: Config, arch: str) -> Path:
     """The local ImageNet file for this arch; a clear error when it is not set or does not exist."""
-    option = "vit_weights" if arch == "vit" else "resnet_weights"
-    value = getattr(config, option)
+    option = f"{arch}.weights"
+    value = config.family(arch).weights
     if not value:
         raise ConfigError(
             f"ImageNet weights for the {arch} encoder are required but not set: pass --weights PATH "
@@ -65,7 +66,7 @@ def weights_path(config: Config, arch: str) -> Path:
     path = Path(value).expanduser()
     if not path.is_file():
         raise ConfigError(f"{option}: weights file {path} does not exist (expected a local "
-                          f"{'timm ' + config.model.vit if arch == 'vit' else config.model.resnet} checkpoint)")
+                          f"{'timm ' if arch == 'vit' else ''}{config.family(arch).name} checkpoint)")
     return path
 
 
@@ -76,7 +77,7 @@ def load_imagenet_encoder(config: Config, arch: str, drop_path: float = 0.0) -> 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         # timm gives the `file` overlay priority over hub/url and resamples pos_embed to our size.
         return timm.create_model(
-            config.model.vit, **{**_vit_kwargs(config, drop_path), "pretrained": True},
+            config.vit.name, **{**_vit_kwargs(config, drop_path), "pretrained": True},
             pretrained_cfg_overlay=dict(file=str(path)),
         )
     model = build_resnet(config)
@@ -84,6 +85,6 @@ def load_imagenet_encoder(config: Config, arch: str, drop_path: float = 0.0) -> 
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the ImageNet classifier
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ConfigError(f"resnet_weights {path}: not a {config.model.resnet} state dict "
+        raise ConfigError(f"resnet.weights {path}: not a {config.resnet.name} state dict "
                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmark.engine.distributed import batch_uniform
+from benchmark.distributed import batch_uniform
 
 
 def visible_count(num_patches: int, mask_ratio: float) -> int:

@@ -1,18 +1,30 @@
 """SKD (Li et al., ICASSP 2022): BYOL plus a batch-knowledge-ensembled self-distillation target.
 
-RECONSTRUCTION (spec §5): the paper's method section is not public. The target is BAKE's closed-form
+RECONSTRUCTION (protocol §5): the paper's method section is not public. The target is BAKE's closed-form
 propagation over the batch affinity of the momentum projections, (1 - w)(I - wW)^-1 z.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
 from benchmark.config import Config
-from benchmark.engine import distributed
+from benchmark import distributed
 from methods.base import Method
-from methods.byol import BYOL
+from methods.byol import BYOL, BYOLSettings
+
+
+@dataclass
+class SKDSettings(BYOLSettings):
+    variant: Literal["cosine", "kl"] = "cosine"  # protocol §5
+    weight: float = 1.0  # protocol §5: BAKE --lamda default
+    omega: float = 0.5  # protocol §5: BAKE propagation weight
+    tau: float = 0.1  # protocol §5: affinity temperature (choice)
+    kl_temperature: float = 4.0  # protocol §5: KD temperature of the "kl" variant
 
 
 def ensembled_target(values: torch.Tensor, anchors: torch.Tensor, omega: float, tau: float) -> torch.Tensor:
@@ -26,11 +38,10 @@ def ensembled_target(values: torch.Tensor, anchors: torch.Tensor, omega: float, 
 
 
 class SKD(BYOL):
-    def __init__(self, config: Config):
-        super().__init__(config)
-        settings = config.pretrain
-        self.variant, self.weight = settings.skd_variant, settings.skd_weight
-        self.omega, self.tau, self.kd_temperature = settings.skd_omega, settings.skd_tau, settings.skd_kl_temperature
+    def __init__(self, config: Config, settings: SKDSettings):
+        super().__init__(config, settings)
+        self.variant, self.weight = settings.variant, settings.weight
+        self.omega, self.tau, self.kd_temperature = settings.omega, settings.tau, settings.kl_temperature
 
     def loss(self, predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         with torch.autocast(device_type=predictions[0].device.type, enabled=False):  # solve in float32
@@ -66,5 +77,5 @@ METHOD = Method(
     name="skd", display="SKD", archs=("resnet",),
     pretext="BYOL + batch-knowledge-ensembling self-distillation (reconstructed)",
     reference="Li et al., Self-knowledge distillation based SSL for COVID-19 detection, ICASSP 2022 (paper ref. [47])",
-    build_pretrainer=SKD, recipe="sgd",
+    build_pretrainer=SKD, settings=SKDSettings,
 )

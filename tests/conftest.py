@@ -8,7 +8,8 @@ from typing import Callable, Optional
 
 import pytest
 
-from benchmark.config import DataConfig
+from benchmark.config import DataConfig, RegionConfig
+from benchmark.data.prepare import PreparedData, prepare
 
 SAMPLES = Path(__file__).parent / "data"
 RADIOGRAPHY_SAMPLE = SAMPLES / "covid19-radiography-sample" / "COVID-19_Radiography_Dataset"
@@ -45,3 +46,8 @@ def data_config(tmp_path: Path) -> Callable[..., DataConfig]:
         return DataConfig(root=None if root is None else str(root), **settings)
 
     return make
+
+
+def prepare_data(data_cfg: DataConfig, **region: object) -> PreparedData:
+    """``prepare`` without progress bars, with the lung region's fields given as keywords (source=...)."""
+    return prepare(data_cfg, RegionConfig(**region), progress=False)

@@ -9,28 +9,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import prepare_data
 
 from benchmark.config import DataConfig
 from benchmark.data.cache import COMPLETE_MARKER, ensure_cache, entry_directory, resolve_cache_root
 from benchmark.data.layouts import open_source
 from benchmark.data.prepare import prepare
-from benchmark.data.source import DataError
+from benchmark.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _entries(cache_root: Path) -> list[str]:
-    return sorted(path.name for path in cache_root.iterdir() if path.is_dir() and path.name != "splits")
+    return sorted(path.name for path in cache_root.iterdir() if path.is_dir() and path.name not in ("splits", "digests"))
 
 
 def test_cache_is_built_once_then_reused(radiography_root, data_config):
     config = data_config(radiography_root)
-    first = prepare(config, progress=False)
+    first = prepare_data(config)
     assert first.images.shape == (len(first.keys), 64, 64) and first.images.dtype == np.uint8
     assert isinstance(first.images, np.memmap) and set(np.unique(first.masks)) == {0, 1}
     assert first.has_mask.all() and (first.cache_dir / COMPLETE_MARKER).exists()
     marker_time = (first.cache_dir / COMPLETE_MARKER).stat().st_mtime_ns
-    second = prepare(config, progress=False)
+    second = prepare_data(config)
     assert (second.cache_dir / COMPLETE_MARKER).stat().st_mtime_ns == marker_time
     assert np.array_equal(second.images, first.images) and np.array_equal(second.masks, first.masks)
     described = second.describe()
@@ -79,11 +80,11 @@ def test_interrupted_build_leaves_no_trusted_cache_and_names_the_file(radiograph
     intact = broken.read_bytes()
     broken.write_bytes(intact[: len(intact) // 2])  # truncated, as by an interrupted download
     with pytest.raises(DataError, match=r"Normal/images/Normal-3\.png: cannot decode image"):
-        prepare(data_config(radiography_root), progress=False)
+        prepare_data(data_config(radiography_root))
     assert _entries(tmp_path / "cache") == []  # neither a published entry nor a temporary folder
 
     broken.write_bytes(intact)
-    repaired = prepare(data_config(radiography_root), progress=False)
+    repaired = prepare_data(data_config(radiography_root))
     assert (repaired.cache_dir / COMPLETE_MARKER).exists() and repaired.images[:].max() > 0
 
 
@@ -95,7 +96,7 @@ def test_unmarked_or_leftover_folders_are_never_trusted(radiography_root, data_c
     (directory / "images.npy").write_bytes(b"half written")  # as if copied in half, without the marker
     killed_build = directory.parent / f".{directory.name}.tmp-killed"
     killed_build.mkdir()
-    data = prepare(config, progress=False)
+    data = prepare_data(config)
     assert data.cache_dir == directory and (directory / COMPLETE_MARKER).exists()
     assert data.images.shape == (len(source.items), 64, 64) and not killed_build.exists()
 
@@ -104,7 +105,7 @@ def test_corrupt_mask_is_named(radiography_root, data_config):
     mask = radiography_root / "COVID-19_Radiography_Dataset" / "COVID" / "masks" / "COVID-2.png"
     mask.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DataError, match=r"COVID/masks/COVID-2\.png: cannot decode mask"):
-        prepare(data_config(radiography_root), progress=False)
+        prepare_data(data_config(radiography_root))
 
 
 def test_cache_root_resolution(monkeypatch, tmp_path):

@@ -16,7 +16,7 @@ from benchmark.cluster import (
     make_executor,
     slurm_available,
 )
-from benchmark.config import ConfigError
+from benchmark.errors import ConfigError
 
 SLURM_DIR = Path(__file__).resolve().parents[1] / "slurm"
 SUBMIT_TIMEOUT_S = 120

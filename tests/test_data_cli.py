@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.config import DataConfig
+from benchmark.config import DataConfig, RegionConfig
 from benchmark.data.commands import export_dataset
 from benchmark.data.prepare import prepare
-from benchmark.data.source import DataError
+from benchmark.errors import DataError
 from conftest import QU_EX_SAMPLE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,12 +67,12 @@ def test_export_makes_the_phantom_a_plain_folder_dataset(tmp_path):
     phantom = json.loads((out / "export.json").read_text())["exported_from"]
     assert phantom["name"] == "phantom"
     reread = prepare(DataConfig(root=str(out), cache_dir=str(tmp_path / "cache"), image_size=64,
-                                split_file=str(out / "split.csv")), progress=False).describe()
+                                split_file=str(out / "split.csv")), RegionConfig(), progress=False).describe()
     assert reread["name"] == "folder" and reread["classes"] == phantom["classes"]
     assert (reread["sizes"], reread["fractions"]) == (phantom["sizes"], phantom["fractions"])
     with pytest.raises(DataError, match="is not empty"):
         export_dataset(prepare(DataConfig(root=str(out), cache_dir=str(tmp_path / "cache"), image_size=64,
-                                          split_file=str(out / "split.csv")), progress=False), out, {})
+                                          split_file=str(out / "split.csv")), RegionConfig(), progress=False), out, {})
 
 
 def test_bad_input_exits_with_code_2_and_names_it(tmp_path):

@@ -18,9 +18,9 @@ import torch
 import torch.multiprocessing as mp
 
 import benchmark.engine.pretrain as pretrain_module
-from benchmark.config import build_config
+from benchmark.runner import configure
 from benchmark.data.prepare import prepare
-from benchmark.engine import distributed
+from benchmark import distributed
 from benchmark.runner import execute
 from methods import METHODS
 
@@ -61,7 +61,7 @@ def run_worker(rank: int, port: int, cache: str, results: str, out: str) -> None
     if rank != 0:
         refuse_writes([(runner_module, "write_record"), (pretrain_module, "save_torch"),
                        (pretrain_module, "save_json"), (finetune_module, "save_torch")])
-    config, _ = build_config("smoke", [f"data.cache_dir={cache}", *OVERRIDES])
+    config, _ = configure("smoke", [f"data.cache_dir={cache}", *OVERRIDES])
     try:
         record = execute("rgmim", FRACTION, config, Path(results), progress=False)
         Path(out, f"rank{rank}.json").write_text(json.dumps(record, default=str))
@@ -71,11 +71,11 @@ def run_worker(rank: int, port: int, cache: str, results: str, out: str) -> None
 
 def resume_worker(rank: int, port: int, cache: str, checkpoint: str, out: str) -> None:
     join_as(rank, port)
-    config, _ = build_config("smoke", [f"data.cache_dir={cache}", "pretrain.epochs=2", "pretrain.max_steps=0"])
+    config, _ = configure("smoke", [f"data.cache_dir={cache}", "pretrain.epochs=2", "pretrain.max_steps=0"])
     try:
         device = torch.device("cpu")
         distributed.join(device.type)
-        summary, model = pretrain_module.train(METHODS["rgmim"], config, prepare(config.data, progress=False),
+        summary, model = pretrain_module.train(METHODS["rgmim"], config, prepare(config.data, config.region, progress=False),
                                                device, Path(checkpoint), progress=False)
         torch.save({"summary": summary, "state": model.state_dict()}, Path(out, f"rank{rank}.pt"))
     finally:
@@ -98,7 +98,7 @@ def assert_close_states(expected: dict, actual: dict) -> None:
 
 
 def test_two_ranks_match_one_process_and_only_rank_0_writes(tmp_path):
-    config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'single-cache'}", *OVERRIDES])
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'single-cache'}", *OVERRIDES])
     single = execute("rgmim", FRACTION, config, tmp_path / "single-results", progress=False)
 
     out = tmp_path / "out"
@@ -132,9 +132,9 @@ class Stop(Exception):
 
 
 def test_a_checkpoint_resumes_under_ddp_to_the_uninterrupted_weights(tmp_path, monkeypatch):
-    config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2",
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2",
                                        "pretrain.max_steps=0"])
-    data, device, method = prepare(config.data, progress=False), torch.device("cpu"), METHODS["rgmim"]
+    data, device, method = prepare(config.data, config.region, progress=False), torch.device("cpu"), METHODS["rgmim"]
     _, straight = pretrain_module.train(method, config, data, device, tmp_path / "straight.pt", progress=False)
 
     real_save = pretrain_module.save_torch

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from benchmark.config import build_config
+from benchmark.runner import configure
 from benchmark.data.prepare import prepare
 from benchmark.engine import fastpaths, pretrain
 from benchmark.engine.fastpaths import OneDNNLinearFunction, apply_fast_paths, onednn_linear_supported
@@ -37,10 +37,10 @@ def test_onednn_linear_matches_linear_forward_and_backward():
 @pytest.mark.parametrize("method_name", ["rgmim", "byol"])
 def test_fast_paths_keep_the_loss_and_the_state_dict(method_name, monkeypatch):
     monkeypatch.setattr(fastpaths, "mkl_lacks_avx512", lambda: True)  # as on AMD, whatever this CPU is
-    config, _ = build_config("smoke")
+    config, _ = configure("smoke")
     torch.manual_seed(0)
-    plain = METHODS[method_name].build_pretrainer(config)
-    fast = METHODS[method_name].build_pretrainer(config)
+    plain = METHODS[method_name].pretrainer(config)
+    fast = METHODS[method_name].pretrainer(config)
     fast.load_state_dict(plain.state_dict())
     apply_fast_paths(fast, torch.device("cpu"), config)
     assert plain.state_dict().keys() == fast.state_dict().keys()
@@ -55,7 +55,7 @@ def test_fast_paths_keep_the_loss_and_the_state_dict(method_name, monkeypatch):
 
 
 def test_onednn_linear_is_left_off_where_mkl_has_avx512_kernels(monkeypatch):
-    config, _ = build_config("smoke")
+    config, _ = configure("smoke")
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     monkeypatch.setattr(fastpaths, "mkl_lacks_avx512", lambda: False)  # an Intel CPU
     apply_fast_paths(model, torch.device("cpu"), config)
@@ -77,7 +77,7 @@ class RecordedOps(TorchDispatchMode):
 
 @pytest.mark.parametrize("amp, flash_expected", [("off", True), ("bf16", False)])
 def test_cpu_bf16_attention_runs_as_matmuls_not_the_flash_kernel(amp, flash_expected):
-    config, _ = build_config("smoke", [f"amp={amp}"])
+    config, _ = configure("smoke", [f"amp={amp}"])
     query = torch.randn(2, 3, 17, 64, requires_grad=True)
     with RecordedOps() as ops, autocast(torch.device("cpu"), config):
         F.scaled_dot_product_attention(query, query, query).sum().backward()
@@ -87,9 +87,9 @@ def test_cpu_bf16_attention_runs_as_matmuls_not_the_flash_kernel(amp, flash_expe
 
 @pytest.fixture
 def smoke_data(tmp_path):
-    config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=3",
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=3",
                                        "pretrain.max_steps=0"])
-    return config, prepare(config.data, progress=False)
+    return config, prepare(config.data, config.region, progress=False)
 
 
 def pretraining_losses(config, data, method_name, checkpoint):
@@ -115,10 +115,10 @@ def compiled_blocks(model: torch.nn.Module) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("method_name", ["rgmim", "byol"])
 def test_compile_compiles_each_block_and_keeps_the_loss(method_name):
-    config, _ = build_config("smoke", ["compile=true"])
+    config, _ = configure("smoke", ["runtime.compile=true"])
     torch.manual_seed(0)
-    plain = METHODS[method_name].build_pretrainer(config)
-    compiled = METHODS[method_name].build_pretrainer(config)
+    plain = METHODS[method_name].pretrainer(config)
+    compiled = METHODS[method_name].pretrainer(config)
     compiled.load_state_dict(plain.state_dict())
     apply_fast_paths(compiled, torch.device("cpu"), config)
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from benchmark.data.layouts import QU_EX_PARTS, open_source, read_image, read_mask
-from benchmark.data.source import DataError
+from benchmark.errors import DataError
 from conftest import QU_EX_SAMPLE, RADIOGRAPHY_SAMPLE, RGB_STORED
 
 VIRAL = RADIOGRAPHY_SAMPLE / "Viral Pneumonia"

@@ -16,19 +16,21 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.config import build_config
+from benchmark.runner import configure
 from benchmark.data.cache import COMPLETE_MARKER
-from benchmark.data.masks import (SamSegmenter, check_sam_available, evaluate_regions, lung_boxes, segment_lungs,
-                                  template_field)
+from benchmark.config import RegionConfig
+from benchmark.data.mask_quality import evaluate_regions
+from benchmark.data.regions import lung_patch_grid
+from benchmark.data.sam import SamSegmenter, check_sam_available, lung_boxes
+from benchmark.data.segmenter import segment_lungs, template_field
 from benchmark.data.prepare import PreparedData, prepare
-from benchmark.data.source import DataError
-from benchmark.engine.pretrain import encoder_cache_key
+from benchmark.errors import DataError
+from benchmark.engine.identity import encoder_cache_key, run_id
 from benchmark.records import write_record
 from benchmark.report import build_report
-from benchmark.runner import run_id
-from conftest import QU_EX_SAMPLE, RADIOGRAPHY_SAMPLE
+from conftest import QU_EX_SAMPLE, RADIOGRAPHY_SAMPLE, prepare_data
 from methods import METHODS
-from methods.masking import patch_validity, region_guided_masking
+from methods.masking import region_guided_masking
 from test_records import make_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +44,7 @@ REAL_SAMPLES = {  # every real image with an expert mask, in its released layout
 def mean_scores(data: PreparedData, patch_size: int) -> tuple[float, float]:
     """(mean pixel Dice, mean patch-level IoU) of ``data``'s regions against the dataset's own masks."""
     scores = evaluate_regions(data.masks, data.reference_masks, data.reference_has_mask, data.labels,
-                              data.classes, data.keys, patch_size)
+                              data.classes, data.keys, patch_size, 0.0)
     assert scores, "the sample has expert masks to score against"
     return float(np.mean([s.dice for s in scores])), float(np.mean([s.patch_iou for s in scores]))
 
@@ -50,9 +52,8 @@ def mean_scores(data: PreparedData, patch_size: int) -> tuple[float, float]:
 @pytest.mark.parametrize("sample", sorted(REAL_SAMPLES))
 def test_classical_reaches_dice_070_and_beats_the_prior_on_the_real_samples(sample, data_config):
     config = data_config(REAL_SAMPLES[sample], image_size=PAPER_SIZE)
-    classical_dice, classical_patch_iou = mean_scores(prepare(replace(config, mask_source="classical"),
-                                                              progress=False), PAPER_PATCH)
-    prior_dice, prior_patch_iou = mean_scores(prepare(replace(config, mask_source="prior"), progress=False),
+    classical_dice, classical_patch_iou = mean_scores(prepare_data(config, source="classical"), PAPER_PATCH)
+    prior_dice, prior_patch_iou = mean_scores(prepare_data(config, source="prior"),
                                               PAPER_PATCH)
     assert classical_dice >= 0.70, (sample, classical_dice)
     assert classical_patch_iou > prior_patch_iou, (sample, classical_patch_iou, prior_patch_iou)
@@ -81,23 +82,23 @@ def test_prior_falls_back_to_the_template_and_none_gives_no_region(tmp_path, dat
                           with_masks=False)
     config = data_config(root)
     with pytest.raises(DataError, match="have no lung mask"):  # gt still needs the dataset's masks
-        prepare(config, progress=False)
+        prepare_data(config)
 
-    prior = prepare(replace(config, mask_source="prior"), progress=False)
+    prior = prepare_data(config, source="prior")
     assert prior.mask_source == "prior" and "built-in" in prior.mask_detail
     assert prior.has_mask.all() and all(np.array_equal(mask, template_field(64)) for mask in prior.masks)
 
-    none = prepare(replace(config, mask_source="none"), progress=False)
+    none = prepare_data(config, source="none")
     assert none.mask_source == "none" and not none.has_mask.any() and not np.asarray(none.masks).any()
     assert none.describe()["with_mask"] == {"train": 0, "test": 0}
     # no region: RGMIM's masking keeps the usual visible count, drawn uniformly like MAE's
-    valid = patch_validity(torch.from_numpy(np.array(none.masks[:2]))[:, None], 8)
+    valid = lung_patch_grid(torch.from_numpy(np.array(none.masks[:2]))[:, None], 8, 0.0)
     visible, masked = region_guided_masking(valid, 0.75)
     assert not valid.any() and visible.shape == (2, 16) and masked.shape == (2, 48)
 
 
 def test_prior_is_the_median_field_of_the_training_pool(data_config):
-    data = prepare(data_config(QU_EX_SAMPLE, mask_source="prior"), progress=False)
+    data = prepare_data(data_config(QU_EX_SAMPLE), source="prior")
     pool = np.asarray(data.reference_masks[data.train_idx], float)
     assert "9 training-pool masks" in data.mask_detail
     assert np.array_equal(data.masks[0], (pool.mean(axis=0) >= 0.5).astype(np.uint8))
@@ -119,8 +120,8 @@ def test_mask_dir_pairs_masks_by_file_name(tmp_path, data_config):
         (mask_dir / class_name / "images").mkdir(parents=True)
         shutil.copyfile(root / class_name / "masks" / shared.name, mask_dir / class_name / "images" / shared.name)
 
-    config = data_config(root, mask_dir=str(mask_dir))
-    data = prepare(config, progress=False)
+    config = data_config(root)
+    data = prepare_data(config, mask_dir=str(mask_dir))
     assert data.mask_source == "mask-dir" and data.has_mask.all()
     assert np.array_equal(data.masks, data.reference_masks)  # the same files, found by name
 
@@ -128,8 +129,8 @@ def test_mask_dir_pairs_masks_by_file_name(tmp_path, data_config):
     training_key = next(data.keys[i] for i in data.train_idx if shared.name not in data.keys[i])
     (mask_dir / "flat" / f"{Path(training_key).stem.upper()}.PNG").unlink()
     with pytest.raises(DataError, match=r"1 training images have no mask there .*--missing-masks allow"):
-        prepare(config, progress=False)
-    allowed = prepare(replace(config, missing_masks="allow"), progress=False)
+        prepare_data(config, mask_dir=str(mask_dir))
+    allowed = prepare_data(replace(config, missing_masks="allow"), mask_dir=str(mask_dir))
     assert [key for key, has in zip(allowed.keys, allowed.has_mask) if not has] == [training_key]
 
     # two masks of the same name are ambiguous
@@ -137,7 +138,7 @@ def test_mask_dir_pairs_masks_by_file_name(tmp_path, data_config):
     duplicated = next((mask_dir / "flat").iterdir())
     shutil.copyfile(duplicated, mask_dir / "other" / duplicated.name)
     with pytest.raises(DataError, match="several masks are named like"):
-        prepare(replace(config, missing_masks="allow"), progress=False)
+        prepare_data(replace(config, missing_masks="allow"), mask_dir=str(mask_dir))
 
 
 def test_a_source_that_finds_no_lung_gives_no_region_for_that_image(tmp_path, data_config):
@@ -147,59 +148,59 @@ def test_a_source_that_finds_no_lung_gives_no_region_for_that_image(tmp_path, da
     Image.fromarray(np.full((256, 256), 128, np.uint8)).save(blank)  # e.g. a failed exposure
     assert not segment_lungs(np.full((64, 64), 128, np.uint8)).any()
 
-    data = prepare(data_config(root, mask_source="classical"), progress=False)
+    data = prepare_data(data_config(root), source="classical")
     blank_index = data.keys.index(f"Normal/images/{blank.name}")
     assert not data.has_mask[blank_index] and not np.asarray(data.masks[blank_index]).any()
     assert data.has_mask.sum() == len(data.keys) - 1
     scores = evaluate_regions(data.masks, data.reference_masks, data.reference_has_mask, data.labels,
-                              data.classes, data.keys, 8)
+                              data.classes, data.keys, 8, 0.0)
     worst = min(scores, key=lambda score: score.dice)
     assert (worst.index, worst.dice, worst.patch_iou) == (blank_index, 0.0, 0.0)
-    assert not patch_validity(torch.from_numpy(np.asarray(data.masks[[blank_index]]))[:, None], 8).any()
+    assert not lung_patch_grid(torch.from_numpy(np.asarray(data.masks[[blank_index]]))[:, None], 8, 0.0).any()
 
 
 def test_derived_masks_are_cached_beside_the_images_and_reused(radiography_root, data_config):
     config = data_config(radiography_root)
-    gt = prepare(config, progress=False)
+    gt = prepare_data(config)
     image_marker = (gt.cache_dir / COMPLETE_MARKER).stat().st_mtime_ns
-    classical = prepare(replace(config, mask_source="classical"), progress=False)
+    classical = prepare_data(config, source="classical")
     assert classical.cache_dir == gt.cache_dir  # one image cache for every source
     assert (gt.cache_dir / COMPLETE_MARKER).stat().st_mtime_ns == image_marker  # no image decoded again
     mask_folder = gt.cache_dir.parent / f"{gt.cache_dir.name}-masks-classical-v1"
     assert isinstance(classical.masks, np.memmap) and (mask_folder / COMPLETE_MARKER).exists()
     mask_marker = (mask_folder / COMPLETE_MARKER).stat().st_mtime_ns
-    again = prepare(replace(config, mask_source="classical"), progress=False)
+    again = prepare_data(config, source="classical")
     assert (mask_folder / COMPLETE_MARKER).stat().st_mtime_ns == mask_marker
     assert np.array_equal(again.masks, classical.masks) and not np.array_equal(again.masks, gt.masks)
     assert (classical.fingerprint, classical.split_file) == (gt.fingerprint, gt.split_file)
     for source in ("prior", "none"):  # one region for all, or none: nothing to cache
-        prepare(replace(config, mask_source=source), progress=False)
-    assert sorted(p.name for p in gt.cache_dir.parent.iterdir() if p.is_dir() and p.name != "splits") == [
+        prepare_data(config, source=source)
+    assert sorted(p.name for p in gt.cache_dir.parent.iterdir() if p.is_dir() and p.name not in ("splits", "digests")) == [
         gt.cache_dir.name, mask_folder.name]
 
 
 def test_options_that_do_not_fit_the_mask_source_are_errors(data_config):
-    for overrides, message in (({"mask_source": "classical", "mask_dir": "masks"}, "goes with --mask-source gt"),
+    for overrides, message in (({"source": "classical", "mask_dir": "masks"}, "goes with --mask-source gt"),
                                ({"sam_checkpoint": "sam.pth"}, "only used by --mask-source sam"),
-                               ({"mask_source": "sam", "sam_model": "vit_s"}, "expected one of vit_b")):
+                               ({"source": "sam", "sam_model": "vit_s"}, "expected one of vit_b")):
         with pytest.raises(DataError, match=message):
-            prepare(data_config(QU_EX_SAMPLE, **overrides), progress=False)
+            prepare_data(data_config(QU_EX_SAMPLE), **overrides)
 
 
 def test_each_mask_source_gets_its_own_run_id_and_pretrained_encoder():
     method = METHODS["rgmim"]
     configs = []
     for source in ("gt", "classical", "prior", "none"):
-        config, _ = build_config("smoke", [f"data.mask_source={source}"])
+        config, _ = configure("smoke", [f"region.source={source}"])
         configs.append(config)
-    data = SimpleNamespace(fingerprint="same-dataset")
-    assert len({run_id(method, "vit", 0.05, config) for config in configs}) == 4
+    data = SimpleNamespace(fingerprint="same-dataset", split_digest="same-split")
+    assert len({run_id(method, "vit", 0.05, config, data) for config in configs}) == 4
     assert len({encoder_cache_key(method, config, data) for config in configs}) == 4
 
 
 def test_sam_errors_say_what_is_missing(tmp_path, monkeypatch, data_config):
     with pytest.raises(DataError, match="needs --sam-checkpoint PATH.*never downloads"):
-        prepare(data_config(QU_EX_SAMPLE, mask_source="sam"), progress=False)
+        prepare_data(data_config(QU_EX_SAMPLE), source="sam")
     with pytest.raises(DataError, match="no such file"):
         check_sam_available(str(tmp_path / "sam_vit_b.pth"), "vit_b")
     garbage = tmp_path / "garbage.pth"
@@ -225,16 +226,17 @@ def test_sam_runs_end_to_end_on_one_image_with_a_random_model(tmp_path, data_con
     checkpoint = tmp_path / "sam_vit_b_random.pth"  # randomly initialised: no weights exist offline
     torch.save(segment_anything.sam_model_registry["vit_b"]().state_dict(), checkpoint)
     root = folder_dataset(tmp_path / "one", {"Normal": qu_ex_val("Normal")[:1]}, with_masks=False)
-    config = data_config(root, mask_source="sam", sam_checkpoint=str(checkpoint))
+    config = data_config(root)
+    region = RegionConfig(source="sam", sam_checkpoint=str(checkpoint))
 
-    data = prepare(config, progress=True)
+    data = prepare(config, region, progress=True)
     assert "lung masks (sam-vit_b-" in capsys.readouterr().err  # the progress bar
     assert data.mask_source == "sam" and data.masks.shape == (1, 64, 64) and set(np.unique(data.masks)) <= {0, 1}
     inside = np.zeros((64, 64), bool)  # SAM's lungs stay inside its box prompts
     for x0, y0, x1, y1 in lung_boxes(np.asarray(data.images[0])):
         inside[y0:y1, x0:x1] = True
     assert not (np.asarray(data.masks[0], bool) & ~inside).any()
-    again = prepare(config, progress=False)  # cached: no model is loaded again
+    again = prepare(config, region, progress=False)  # cached: no model is loaded again
     assert np.array_equal(again.masks, data.masks) and again.has_mask[0] == data.has_mask[0]
 
 
@@ -272,7 +274,7 @@ def test_data_masks_command_scores_previews_and_lists_the_worst(tmp_path):
 def test_report_keeps_other_mask_sources_out_of_table_2(tmp_path):
     def record(source: str, seed: int, accuracy: float) -> dict:
         made = make_record("rgmim", "vit", 0.05, seed, accuracy)
-        made["config"]["data"]["mask_source"] = source
+        made["config"]["region"]["source"] = made["dataset"]["mask_source"] = source
         made["run_id"] += f"-{source}"
         return made
 
@@ -305,7 +307,7 @@ def test_rgmim_runs_with_each_mask_source_land_in_their_report_section(tmp_path)
         result = run_cli("run", "--method", "rgmim", "--fraction", "0.05", "--profile", "smoke", "--no-progress",
                          "--cache-dir", str(tmp_path / "cache"), "--results", str(results), "--mask-source", source)
         assert result.returncode == 0, result.stderr
-        assert f'"mask_source": "{source}"' in result.stderr  # the resolved config
+        assert f'"source": "{source}"' in result.stderr  # the resolved config
     report = run_cli("report", "--results", str(results))
     assert report.returncode == 0, report.stderr
     readme = (results / "README.md").read_text(encoding="utf-8")

@@ -5,7 +5,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from methods.masking import patch_validity, random_masking, region_guided_masking, visible_count
+from benchmark.data.regions import lung_patch_grid
+from methods.masking import random_masking, region_guided_masking, visible_count
 
 
 def valid_from_counts(counts: list[int], num_patches: int = 64) -> torch.Tensor:
@@ -83,11 +84,11 @@ def test_random_masking_ignores_the_lung():
     assert share_valid == pytest.approx(16 / 64, abs=0.01)
 
 
-def test_patch_validity_is_any_overlap():
+def test_lung_patches_are_any_overlap_or_more_than_min_overlap():
     masks = torch.zeros(1, 1, 32, 32)
     masks[0, 0, 0, 0] = 1  # a single lung pixel makes its patch valid
     masks[0, 0, 20:, 20:] = 1
-    valid = patch_validity(masks, 16)
+    valid = lung_patch_grid(masks, 16, 0.0)
     assert valid.tolist() == [[True, False, False, True]]
-    assert patch_validity(masks, 16, min_overlap=0.5).tolist() == [[False, False, False, True]]
-    assert np.isclose(patch_validity(torch.zeros(2, 1, 32, 32), 16).sum().item(), 0)
+    assert lung_patch_grid(masks, 16, 0.5).tolist() == [[False, False, False, True]]
+    assert np.isclose(lung_patch_grid(torch.zeros(2, 1, 32, 32), 16, 0.0).sum().item(), 0)

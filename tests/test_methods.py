@@ -7,15 +7,16 @@ import timm
 import torch
 import torchvision
 
-from benchmark.config import ConfigError, build_config
+from benchmark.runner import configure
+from benchmark.errors import ConfigError
 from methods import METHODS
 from methods.backbones import load_imagenet_encoder
-from methods.mim import MaskedAutoencoder, reconstruction_loss
+from methods.mim import MaskedAutoencoder, MIMSettings, reconstruction_loss
 from methods.skd import ensembled_target
 
 
 def smoke_config(**overrides):
-    config, _ = build_config("smoke", [f"{k}={v}" for k, v in overrides.items()])
+    config, _ = configure("smoke", [f"{k}={v}" for k, v in overrides.items()])
     return config
 
 
@@ -36,10 +37,10 @@ def test_mim_loss_targets_exactly_the_masked_patches():
         return keep, masked_ids
 
     torch.manual_seed(0)
-    model = MaskedAutoencoder(config, fixed_masking)
+    model = MaskedAutoencoder(config, config.method("mae"), fixed_masking)
     torch.nn.init.zeros_(model.prediction_head.weight)
     torch.nn.init.zeros_(model.prediction_head.bias)  # predictions are 0, so the loss is mean(target^2)
-    size, patch_size = config.data.image_size, config.model.patch_size
+    size, patch_size = config.data.image_size, config.vit.patch_size
     images = torch.randn(2, 3, size, size)
     loss, _ = model([images], torch.zeros(2, 1, size, size))
     grid = size // patch_size
@@ -53,7 +54,7 @@ def test_mim_loss_targets_exactly_the_masked_patches():
 
 
 def test_byol_momentum_update_follows_the_cosine_schedule():
-    model = METHODS["byol"].build_pretrainer(smoke_config())
+    model = METHODS["byol"].pretrainer(smoke_config())
     with torch.no_grad():
         for online, target in zip(model.backbone.parameters(), model.backbone_momentum.parameters()):
             online.fill_(1.0)
@@ -80,9 +81,9 @@ def test_skd_target_is_the_closed_form_of_batch_knowledge_propagation():
 
 @pytest.mark.parametrize("variant", ["cosine", "kl"])
 def test_skd_loss_adds_a_finite_distillation_term(variant):
-    config = smoke_config(**{"pretrain.skd_variant": variant})
+    config = smoke_config(**{"skd.variant": variant})
     torch.manual_seed(0)
-    model = METHODS["skd"].build_pretrainer(config)
+    model = METHODS["skd"].pretrainer(config)
     size = config.data.image_size
     views = [torch.randn(6, 3, size, size), torch.randn(6, 3, size, size)]
     loss, _ = model(views, None)
@@ -96,18 +97,18 @@ def test_resnet_weights_load_offline_from_a_local_file(tmp_path):
     reference = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18-imagenet.pth"
     torch.save(reference.state_dict(), path)
-    encoder = load_imagenet_encoder(smoke_config(resnet_weights=path), "resnet")
+    encoder = load_imagenet_encoder(smoke_config(**{"resnet.weights": path}), "resnet")
     assert torch.equal(encoder.conv1.weight, reference.conv1.weight)
     assert isinstance(encoder.fc, torch.nn.Identity)
 
 
 def test_vit_weights_load_offline_from_a_local_file(tmp_path):
     config = smoke_config()
-    reference = timm.create_model(config.model.vit, pretrained=False, depth=config.model.vit_depth,
-                                  img_size=config.data.image_size, patch_size=config.model.patch_size)
+    reference = timm.create_model(config.vit.name, pretrained=False, depth=config.vit.depth,
+                                  img_size=config.data.image_size, patch_size=config.vit.patch_size)
     path = tmp_path / "vit.pth"
     torch.save(reference.state_dict(), path)
-    encoder = load_imagenet_encoder(smoke_config(vit_weights=path), "vit")
+    encoder = load_imagenet_encoder(smoke_config(**{"vit.weights": path}), "vit")
     assert torch.equal(encoder.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
     assert encoder.num_classes == 0  # the 1000-class head is dropped
 
@@ -115,7 +116,7 @@ def test_vit_weights_load_offline_from_a_local_file(tmp_path):
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(ConfigError, match="nope.pth"):
-        load_imagenet_encoder(smoke_config(resnet_weights=missing), "resnet")
+        load_imagenet_encoder(smoke_config(**{"resnet.weights": missing}), "resnet")
     with pytest.raises(ConfigError, match="--weights"):
         load_imagenet_encoder(smoke_config(), "vit")
 
@@ -124,12 +125,12 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"something.else": torch.zeros(1)}, path)
     with pytest.raises(ConfigError, match="other.pth"):
-        load_imagenet_encoder(smoke_config(resnet_weights=path), "resnet")
+        load_imagenet_encoder(smoke_config(**{"resnet.weights": path}), "resnet")
 
 
 def lung_sparing_masking(valid: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The README's example: the opposite of RGMIM, lung patches stay visible and the rest is masked first."""
-    from benchmark.engine.distributed import batch_uniform
+    from benchmark.distributed import batch_uniform
     from methods.masking import mask_by_noise
 
     return mask_by_noise(batch_uniform(valid.shape, valid.device) - valid.float(), mask_ratio)
@@ -143,11 +144,13 @@ def test_a_masking_function_plugged_into_the_registry_runs_and_reports(tmp_path,
 
     monkeypatch.setitem(METHODS, "lungspare", Method(
         name="lungspare", display="Lung-sparing MIM", archs=("vit",), pretext="non-lung patches masked first",
-        reference="README example", build_pretrainer=lambda config: MaskedAutoencoder(config, lung_sparing_masking),
-        recipe="adamw", uses_mask_ratio=True, region_guided=True))
-    config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}"])
+        reference="README example",
+        build_pretrainer=lambda config, settings: MaskedAutoencoder(config, settings, lung_sparing_masking),
+        settings=MIMSettings, region_guided=True))
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}"])
+    assert config.method("lungspare") == config.method("rgmim")  # its own section, at the profile's sizes
     record = execute("lungspare", 0.5, config, tmp_path / "results", progress=False)
-    execute("lungspare", 0.5, replace(config, data=replace(config.data, mask_source="prior")), tmp_path / "results",
+    execute("lungspare", 0.5, replace(config, region=replace(config.region, source="prior")), tmp_path / "results",
             progress=False)
     masking = record["pretrain"]["masking"][0]
     # smoke grid: 16 patches, 4 visible, ~12 lung; every visible patch is a lung patch (RGMIM would show none)

@@ -18,11 +18,14 @@ import pandas as pd
 import pytest
 
 import methods
-from benchmark.config import PROFILES, to_dict
+from benchmark.config import to_dict
+from benchmark.errors import RecordError
+from benchmark.paper_grid import PAPER_ROWS, TABLE2_ROWS
 from benchmark.records import (
-    PAPER_ROWS, REQUIRED_KEYS, SCHEMA_VERSION, RecordError, RecordWarning,
-    load_records, read_record, records_frame, row_label, row_order, validate_record, write_record,
+    REQUIRED_KEYS, SCHEMA_VERSION, RecordWarning, load_records, method_facts, read_record, records_frame, row_label,
+    row_order, validate_record, write_record,
 )
+from benchmark.runner import configure
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia"]
 RECALL_OFFSETS = (0.02, -0.02, 0.01, -0.01)  # per-class spread around the accuracy, summing to zero
@@ -37,10 +40,9 @@ def make_record(method: str, arch: str, fraction: float, seed: int, accuracy: Op
         accuracy = round(0.5 + 0.3 * fraction + 0.02 * len(method) % 0.1 + 0.005 * seed, 4)
     entry = methods.METHODS[method]
     mask_ratio = mask_ratio if entry.uses_mask_ratio else None
-    config = to_dict(PROFILES[profile]())
-    config["seed"] = seed
-    config["pretrain"]["mask_ratio"] = 0.75 if mask_ratio is None else mask_ratio
-    config["finetune"]["epochs"] = epochs
+    config = to_dict(configure(profile, [f"seed={seed}", f"finetune.epochs={epochs}"])[0])
+    for mim in ("rgmim", "mae"):
+        config["methods"][mim]["mask_ratio"] = 0.75 if mask_ratio is None else mask_ratio
     recall = {c: round(min(1.0, max(0.0, accuracy + offset)), 4) for c, offset in zip(CLASSES, RECALL_OFFSETS)}
     per_class = 100
     confusion = [[0] * len(CLASSES) for _ in CLASSES]
@@ -61,8 +63,9 @@ def make_record(method: str, arch: str, fraction: float, seed: int, accuracy: Op
         "schema_version": SCHEMA_VERSION,
         "run_id": f"{method}-{arch}-f{fraction}-s{seed}-m{mask_ratio}-{fingerprint[-4:]}-{profile}",
         "method": method, "arch": arch, "fraction": fraction, "seed": seed, "mask_ratio": mask_ratio,
-        "profile": profile,
+        "profile": profile, "method_info": method_facts(entry),
         "dataset": {"name": dataset, "fingerprint": fingerprint, "classes": list(CLASSES), "train_pool": 1600,
+                    "mask_source": "gt",
                     "test": 4 * per_class, "finetune_subset": max(4, round(1600 * fraction))},
         "config": config,
         "metrics": {"accuracy": accuracy, "macro_f1": round(accuracy - 0.01, 4), "per_class_recall": recall,
@@ -93,7 +96,8 @@ def test_every_required_key_is_checked(key: str) -> None:
 @pytest.mark.parametrize("mutate, expected", [
     (lambda r: r["metrics"].pop("macro_f1"), "metrics.macro_f1"),
     (lambda r: r.update(schema_version=SCHEMA_VERSION + 1), "schema_version"),
-    (lambda r: r.update(method="dino"), "method"),
+    (lambda r: r.update(method=""), "method"),
+    (lambda r: r["method_info"].update(archs=["resnet"]), "method_info"),
     (lambda r: r.update(arch="convnext"), "arch"),
     (lambda r: r.update(fraction=0.0), "fraction"),
     (lambda r: r.update(seed="0"), "seed"),
@@ -212,11 +216,9 @@ def test_records_frame_flattens_one_row_per_run() -> None:
 
 
 def test_row_labels_follow_the_paper() -> None:
-    assert row_label("rgmim", "vit") == "RGMIM"
-    assert row_label("simsiam", "resnet") == "SimSiam"
-    assert row_label("transfer", "vit") == "Transfer (ViT)"
-    assert row_label("scratch", "resnet") == "Scratch (ResNet)"
-    assert row_label("byol", "vit") == "BYOL (ViT)"
+    for (method, arch), label in TABLE2_ROWS.items():  # the paper's labels follow from the registry's
+        assert row_label(method_facts(methods.METHODS[method]), arch) == label
+    assert row_label(method_facts(methods.METHODS["byol"]), "vit") == "BYOL (ViT)"
 
 
 def test_a_method_added_to_the_registry_needs_no_edit_here(monkeypatch) -> None:
@@ -225,6 +227,6 @@ def test_a_method_added_to_the_registry_needs_no_edit_here(monkeypatch) -> None:
     record = make_record("mymim", "vit", 0.05, 0)
     assert validate_record(record) == []
     assert any("mask_ratio must be a number" in p for p in validate_record({**record, "mask_ratio": None}))
-    assert row_label("mymim", "vit") == "MyMIM"
+    assert row_label(record["method_info"], "vit") == "MyMIM"
     assert row_order("mymim", "vit") >= len(PAPER_ROWS)  # after the paper's rows
     assert records_frame([record])["row"].tolist() == ["MyMIM"]

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from benchmark.records import PAPER_ROWS, RecordWarning, records_frame, write_record
-from benchmark.report import add_parser, build_report, paper
+from benchmark.paper_grid import PAPER_ROWS
+from benchmark.records import RecordWarning, records_frame, write_record
+from benchmark.cli import build_parser
+from benchmark.report import build_report, paper
 from benchmark.report.tables import (bootstrap_mean_ci, group_sections, paired_differences, table2_compute_markdown,
                                      table2_stats)
 from test_records import make_record  # pytest puts tests/ on sys.path (rootdir-less test modules)
@@ -29,7 +31,7 @@ def write_runs(results: Path, records: list[dict]) -> None:
 def suite_records() -> list[dict]:
     """Every paper row at every Table 2 fraction with 2-3 seeds, plus a Table 3 mask-ratio sweep."""
     records = [make_record(method, arch, fraction, seed, epochs=5)
-               for method, arch in PAPER_ROWS for fraction in paper.TABLE2_FRACTIONS
+               for method, arch in PAPER_ROWS for fraction in paper.PAPER_FRACTIONS
                for seed in ((0, 1, 2) if method in ("rgmim", "mae") else (0, 1))]
     records += [make_record(method, "vit", 1.0, seed, mask_ratio=ratio, epochs=5)
                 for method in ("rgmim", "mae") for ratio in (0.15, 0.45, 0.9) for seed in (0, 1)]
@@ -237,9 +239,7 @@ def test_rerun_of_a_condition_replaces_the_older_run(tmp_path: Path) -> None:
 
 
 def test_no_runs_still_writes_a_readme_and_the_cli_warns(tmp_path: Path, capsys) -> None:
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"), lambda _parser: None)
-    args = parser.parse_args(["report", "--results", str(tmp_path)])
+    args = build_parser().parse_args(["report", "--results", str(tmp_path)])
     assert args.handler(args) == 0
     captured = capsys.readouterr()
     assert captured.out.strip() == str(tmp_path / "README.md")

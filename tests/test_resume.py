@@ -5,7 +5,7 @@ import torch
 
 import benchmark.engine.finetune as finetune_module
 import benchmark.engine.pretrain as pretrain_module
-from benchmark.config import build_config
+from benchmark.runner import configure
 from benchmark.data.prepare import prepare
 from methods import METHODS
 from methods.backbones import build_encoder
@@ -28,9 +28,9 @@ def stop_after_first_checkpoint(monkeypatch, module):
 
 @pytest.fixture
 def setup(tmp_path):
-    config, _ = build_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2",
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2",
                                        "pretrain.max_steps=0", "finetune.epochs=2"])
-    return config, prepare(config.data, progress=False), torch.device("cpu")
+    return config, prepare(config.data, config.region, progress=False), torch.device("cpu")
 
 
 @pytest.mark.parametrize("method_name", ["rgmim", "byol"])

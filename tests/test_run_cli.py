@@ -11,7 +11,7 @@ import timm
 import torch
 import torchvision
 
-from benchmark.config import build_config
+from benchmark.runner import configure
 from benchmark.records import validate_record
 from methods import METHODS
 
@@ -22,9 +22,9 @@ REGISTRY_ENTRIES = [(name, arch) for name, method in METHODS.items() for arch in
 def workspace(tmp_path_factory) -> dict:
     """A shared cache (the phantom is generated once) and random stand-ins for ImageNet weight files."""
     root = tmp_path_factory.mktemp("run-cli")
-    config, _ = build_config("smoke")
-    vit = timm.create_model(config.model.vit, pretrained=False, depth=config.model.vit_depth,
-                            img_size=config.data.image_size, patch_size=config.model.patch_size)
+    config, _ = configure("smoke")
+    vit = timm.create_model(config.vit.name, pretrained=False, depth=config.vit.depth,
+                            img_size=config.data.image_size, patch_size=config.vit.patch_size)
     torch.save(vit.state_dict(), root / "vit-imagenet.pth")  # named mock: no real ImageNet weights offline
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet-imagenet.pth")
     return {"root": root, "cache": root / "cache", "results": root / "results",

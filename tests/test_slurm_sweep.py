@@ -23,11 +23,11 @@ import yaml
 
 from benchmark import status as status_module
 from benchmark import sweep as sweep_module
-from benchmark.cli import add_config_options
+from benchmark.cli import build_parser
 from benchmark.cluster import load_cluster_profile, slurm_available
-from benchmark.config import ConfigError
+from benchmark.errors import ConfigError
 from benchmark.records import read_record
-from benchmark.runner import record_path
+from benchmark.records import record_path
 from test_ddp import assert_same_training  # pytest puts tests/ on sys.path (rootdir-less test modules)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -38,11 +38,7 @@ TIMING_KEYS = {"train_time_s", "eval_time_s"}  # the only history entries that d
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmark")
-    commands = parser.add_subparsers(dest="command", required=True)
-    sweep_module.add_parser(commands, add_config_options)
-    status_module.add_parser(commands, add_config_options)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
@@ -133,7 +129,7 @@ def test_status_shows_progress_and_the_failed_jobs_tracebacks(finished_sweep: di
     assert "done 3, running 0, pending 0, failed 3" in output
     failed = next(entry for entry in finished_sweep["manifest"]["jobs"] if entry["name"] == "pretrain-cross-resnet-s0")
     assert f"log: {failed['stderr']}" in output
-    assert f"ConfigError: resnet_weights: weights file {finished_sweep['weights']} does not exist" in output
+    assert f"ConfigError: resnet.weights: weights file {finished_sweep['weights']} does not exist" in output
     assert output.count(f"never started: cancelled because its dependency afterok:{failed['job_id']} failed") == 2
 
 

@@ -10,11 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import prepare_data
 from PIL import Image
 
 from benchmark.data.layouts import open_source
 from benchmark.data.prepare import prepare
-from benchmark.data.source import DataError
+from benchmark.errors import DataError
 from benchmark.data.splits import (PAPER_FRACTIONS, allocation_table, fraction_counts, fraction_ranks,
                                    hamilton_counts, load_or_create_split, read_split_file, split_pool,
                                    subset_indices, train_count)
@@ -88,28 +89,28 @@ def test_official_split_is_used_as_is():
 
 def test_split_file_is_reused_and_never_mixed_with_a_changed_dataset(radiography_root, data_config):
     config = data_config(radiography_root)
-    first = prepare(config, progress=False)
+    first = prepare_data(config)
     written = first.split_file.read_text()
     assert written.startswith("# rgmim-bench split file: ") and first.fingerprint in written.splitlines()[0]
     assert written.splitlines()[1] == "image,class,split,min_fraction,rank"
-    again = prepare(config, progress=False)
+    again = prepare_data(config)
     assert again.split_file == first.split_file and again.split_file.read_text() == written
     assert np.array_equal(again.subset(0.5), first.subset(0.5))
 
     extra = radiography_root / "COVID-19_Radiography_Dataset" / "Normal"
     for folder in ("images", "masks"):
         (extra / folder / "Normal-99.png").write_bytes((extra / folder / "Normal-1.png").read_bytes())
-    changed = prepare(config, progress=False)
+    changed = prepare_data(config)
     assert changed.fingerprint != first.fingerprint and changed.split_file != first.split_file
     assert first.split_file.read_text() == written  # the old split is left as it was
     with pytest.raises(DataError, match="was written for dataset fingerprint"):
-        prepare(dataclasses.replace(config, split_file=str(first.split_file)), progress=False)  # a user-given file of the old data
+        prepare_data(dataclasses.replace(config, split_file=str(first.split_file)))  # a user-given file of the old data
 
 
 def test_user_split_file_is_created_then_reused(radiography_root, data_config, tmp_path):
     chosen = tmp_path / "splits" / "mine.csv"
-    created = prepare(data_config(radiography_root, split_file=str(chosen)), progress=False)
-    reused = prepare(data_config(radiography_root, split_seed=5, split_file=str(chosen)), progress=False)
+    created = prepare_data(data_config(radiography_root, split_file=str(chosen)))
+    reused = prepare_data(data_config(radiography_root, split_seed=5, split_file=str(chosen)))
     assert created.split_file == reused.split_file == chosen
     assert np.array_equal(created.train_idx, reused.train_idx) and reused.split_seed == 0  # the file wins
 

@@ -18,11 +18,11 @@ import submitit
 
 from benchmark import status as status_module
 from benchmark import sweep as sweep_module
-from benchmark.cli import add_config_options
-from benchmark.config import ConfigError
-from benchmark.data.source import DataError
+from benchmark.cli import build_parser
+from benchmark.errors import ConfigError
+from benchmark.errors import DataError
 from benchmark.records import write_record
-from benchmark.runner import record_path
+from benchmark.records import record_path
 from benchmark.sweep import FinetuneJob, PlannedJob, PretrainJob, carry_over, plan_sweep, settle_pretraining
 from test_records import make_record  # pytest puts tests/ on sys.path
 
@@ -32,11 +32,7 @@ LOCAL_PROFILE = REPO / "slurm" / "local.yaml"
 
 def parse(*argv: str) -> argparse.Namespace:
     """The sweep/status command line, as cli.py will register it."""
-    parser = argparse.ArgumentParser(prog="python -m benchmark")
-    commands = parser.add_subparsers(dest="command", required=True)
-    sweep_module.add_parser(commands, add_config_options)
-    status_module.add_parser(commands, add_config_options)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def plan(tmp_path: Path, *argv: str) -> sweep_module.Sweep:
@@ -105,19 +101,21 @@ def test_transfer_and_scratch_expand_to_both_encoders(tmp_path: Path) -> None:
         ("scratch", "resnet"), ("scratch", "vit"), ("transfer", "resnet"), ("transfer", "vit")]
     assert sweep.problems == []
     transfer_vit = next(job for job in sweep.jobs if (job.method, job.arch) == ("transfer", "vit"))
-    assert f"vit_weights={weights}" in transfer_vit.options["overrides"]
-    assert not any("resnet_weights" in item for item in transfer_vit.options["overrides"])
+    assert f"vit.weights={weights}" in transfer_vit.options["overrides"]
+    assert not any("resnet.weights" in item for item in transfer_vit.options["overrides"])
 
 
 def test_run_ids_match_the_run_command(tmp_path: Path) -> None:
-    from benchmark.config import build_config
-    from benchmark.runner import resolve_method, run_id
+    from benchmark.data.prepare import identify
+    from benchmark.engine.identity import run_id
+    from benchmark.runner import configure, resolve_method
 
     sweep = plan(tmp_path, "--methods", "mae", "--fractions", "0.1", "--seeds", "3", "--set", "finetune.epochs=2",
                  "--dry-run")
-    config, _ = build_config("smoke", ["finetune.epochs=2", "seed=3", "pretrain.mask_ratio=0.75"])
+    config, _ = configure("smoke", ["finetune.epochs=2", "seed=3", "mae.mask_ratio=0.75"])
     finetune = next(job for job in sweep.jobs if job.kind == "finetune")
-    assert finetune.name == run_id(resolve_method("mae", None)[0], "vit", 0.1, config)
+    found = identify(config.data, config.region)
+    assert finetune.name == run_id(resolve_method("mae", None)[0], "vit", 0.1, config, found)
 
 
 def test_finished_runs_are_skipped_and_a_finished_sweep_submits_nothing(tmp_path: Path) -> None:
@@ -270,7 +268,7 @@ def test_ranks_that_cannot_split_the_pretraining_batch_are_refused_at_planning(t
 def test_missing_weights_file_is_fatal_unless_dry_run(tmp_path: Path) -> None:
     arguments = ("--methods", "cross", "--fractions", "0.5", "--weights-resnet", str(tmp_path / "gone.pth"))
     assert "does not exist" in plan(tmp_path, *arguments, "--dry-run").problems[0]
-    with pytest.raises(ConfigError, match="cross \\(resnet\\): resnet_weights: weights file .*gone.pth does not exist"):
+    with pytest.raises(ConfigError, match="cross \\(resnet\\): resnet.weights: weights file .*gone.pth does not exist"):
         sweep_module.launch(plan(tmp_path, *arguments, "--executor", "local"))
 
 
@@ -347,7 +345,7 @@ def test_local_executor_records_failures_and_status_shows_them(tmp_path: Path,
     assert status_module.status_command(parse("status", "--results", str(results))) == 0
     output = capsys.readouterr().out
     assert "done 0, running 0, pending 0, failed 2" in output
-    assert f"ConfigError: resnet_weights: weights file {weights} does not exist" in output
+    assert f"ConfigError: resnet.weights: weights file {weights} does not exist" in output
     assert "not run: its pretraining job pretrain-cross-resnet-s0 failed" in output
 
 

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -25,7 +24,9 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from benchmark.config import DataConfig
-from benchmark.data.source import DataError, Source
+from benchmark.data.source import Source
+from benchmark.files import publish_directory
+from benchmark.errors import DataError
 
 COMPLETE_MARKER = "COMPLETE"
 CACHE_ENV = "RGMIM_CACHE"
@@ -134,16 +135,13 @@ def _build(directory: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     if directory.exists():
         shutil.rmtree(directory)  # no marker: not a published entry (e.g. copied in half)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         write(staging)
         (staging / COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
-        _sync_files(staging)  # the rename below is what publishes; the marker makes a stray copy untrusted
-        staging.chmod(0o755)  # mkdtemp makes it private; a shared cache must be readable by other jobs
-        os.rename(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _sync_files(staging)  # the rename is what publishes; the marker makes a stray copy untrusted
+
+    publish_directory(directory, fill)
 
 
 def _write_images(source: Source, size: int, staging: Path, progress: bool, metadata: dict[str, Any]) -> None:

@@ -6,106 +6,74 @@ import argparse
 import csv
 import dataclasses
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
 from benchmark.config import Config, DataConfig, describe, to_dict
 from benchmark.data.layouts import open_source
-from benchmark.data.masks import MASK_SOURCES, MaskScore, evaluate_regions, lung_patches, quality_text
+from benchmark.data.mask_quality import MaskScore, evaluate_regions, quality_text
 from benchmark.data.prepare import PreparedData, prepare
-from benchmark.data.source import DataError
-from benchmark.data.splits import PAPER_FRACTIONS, class_sizes, fraction_counts, write_split_file
+from benchmark.data.regions import lung_patch_grid
+from benchmark.errors import DataError
+from benchmark.files import publish_directory
+from benchmark.paper_grid import PAPER_FRACTIONS
+from benchmark.data.splits import class_sizes, fraction_counts, write_split_file
 
 COVERAGE_CHUNK = 512  # images per step when summarising masks: bounded memory at any dataset size
 
 
-def add_parser(subparsers: argparse._SubParsersAction,
-               add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``data`` and its subcommands; each sets ``handler``."""
-    data = subparsers.add_parser("data", help="inspect, prepare, preview or export a dataset",
-                                 description="Inspect, prepare, preview or export the dataset of a config.")
-    commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    specs = [
-        ("info", "classes, split and label-fraction sizes, mask coverage", run_info),
-        ("prepare", "build the decoded-image cache and the split file ahead of time", run_prepare),
-        ("preview", "PNG grid of images per class with lung outline and patch grid", run_preview),
-        ("export", "write the prepared dataset as PNGs in the folder layout, with split.csv", run_export),
-        ("masks", "compute (or reuse) the lung masks of a source; score them against the dataset's own",
-         run_masks),
-    ]
-    for name, summary, handler in specs:
-        command = commands.add_parser(name, help=summary, description=summary)
-        add_config_options(command)
-        if name in ("preview", "export"):
-            command.add_argument("--out", required=True, type=Path,
-                                 help="PNG file to write" if name == "preview" else "empty or new folder")
-        if name in ("preview", "masks"):
-            command.add_argument("--per-class", type=int, default=4, help="images per class (default 4)")
-        if name == "masks":
-            command.add_argument("--source", choices=MASK_SOURCES, default=None,
-                                 help="mask source (default: --mask-source, else gt)")
-            command.add_argument("--evaluate", action="store_true",
-                                 help="pixel Dice and IoU and patch-level IoU against the dataset's own masks, "
-                                      "per class, with the worst five images")
-            command.add_argument("--per-image", type=Path, default=None, metavar="FILE.csv",
-                                 help="with --evaluate: write every image's scores to this CSV file")
-            command.add_argument("--preview", type=Path, default=None, metavar="FILE.png",
-                                 help="PNG grid per class: the dataset's outline (green) against the source's (red)")
-        command.set_defaults(handler=handler)
-
-
-def run_info(args: argparse.Namespace) -> int:
-    config, data = _start(args)
-    patch_size = patch_size_of(config)
-    print(info_text(data, mask_coverage(data, patch_size), patch_size))
+def run_info(args: argparse.Namespace, config: Config) -> int:
+    data = _start(config)
+    grid_rule = PatchGrid.of(config)
+    print(info_text(data, mask_coverage(data, grid_rule), grid_rule.patch_size))
     return 0
 
 
-def run_prepare(args: argparse.Namespace) -> int:
-    _, data = _start(args)
+def run_prepare(args: argparse.Namespace, config: Config) -> int:
+    data = _start(config)
     print(f"cache:      {data.cache_dir}")
     print(f"split file: {data.split_file}")
     print(f"{data.name}: {len(data.train_idx)} train, {len(data.test_idx)} test at {data.image_size} px")
     return 0
 
 
-def run_preview(args: argparse.Namespace) -> int:
+def run_preview(args: argparse.Namespace, config: Config) -> int:
     if args.per_class < 1:
         raise DataError(f"--per-class {args.per_class}: expected at least 1")
-    config, data = _start(args)
-    render_preview(data, args.out, args.per_class, patch_size_of(config))
+    data = _start(config)
+    render_preview(data, args.out, args.per_class, PatchGrid.of(config))
     print(f"preview: {args.out}")
     return 0
 
 
-def run_export(args: argparse.Namespace) -> int:
+def run_export(args: argparse.Namespace, config: Config) -> int:
     _check_export_target(args.out)
-    config, data = _start(args)
+    data = _start(config)
     export_dataset(data, args.out, {"config": to_dict(config), "exported_from": data.describe()})
     print(f"exported {len(data.keys)} images of {data.name} to {args.out} (folder layout, split.csv)")
     return 0
 
 
-def run_masks(args: argparse.Namespace) -> int:
+def run_masks(args: argparse.Namespace, config: Config) -> int:
     """``data masks --source S [--evaluate [--per-image FILE.csv]] [--preview FILE.png]``."""
     if args.per_class < 1:
         raise DataError(f"--per-class {args.per_class}: expected at least 1")
     if args.per_image is not None and not args.evaluate:
         raise DataError("--per-image writes the scores of --evaluate; add --evaluate")
-    if args.source is not None and args.mask_source is not None and args.source != args.mask_source:
-        raise DataError(f"--source {args.source} and --mask-source {args.mask_source} disagree; give one of them")
-    config, data = _start(args, args.source)
-    patch_size = patch_size_of(config)
-    coverage = mask_coverage(data, patch_size)
+    if args.source is not None:
+        config.region = dataclasses.replace(config.region, source=args.source)
+    data = _start(config)
+    grid_rule = PatchGrid.of(config)
+    patch_size = grid_rule.patch_size
+    coverage = mask_coverage(data, grid_rule)
     grid = coverage["grid"]
     print(f"mask source {data.mask_source}: {data.mask_detail}")
     print(f"regions for {coverage['images_with_mask']} of {coverage['images']} images "
@@ -117,42 +85,50 @@ def run_masks(args: argparse.Namespace) -> int:
         if not data.reference_has_mask.any():
             raise DataError(f"--evaluate: the {data.name} dataset has no masks of its own to score against")
         scores = evaluate_regions(data.masks, data.reference_masks, data.reference_has_mask, data.labels,
-                                  data.classes, data.keys, patch_size)
+                                  data.classes, data.keys, patch_size, grid_rule.min_overlap)
         print()
         print(quality_text(scores, data.classes, f"{grid}x{grid} grid of {patch_size}-px patches"))
         if args.per_image is not None:
             write_scores(scores, args.per_image)
             print(f"per-image scores: {args.per_image}")
     if args.preview is not None:
-        render_preview(data, args.preview, args.per_class, patch_size, compare=True, scores=scores)
+        render_preview(data, args.preview, args.per_class, grid_rule, compare=True, scores=scores)
         print(f"preview: {args.preview}")
     return 0
 
 
-def _start(args: argparse.Namespace, mask_source: str | None = None) -> tuple[Config, PreparedData]:
-    from benchmark.cli import config_from_args  # the CLI imports this module; import back lazily
-
-    config = config_from_args(args)
-    if mask_source is not None:
-        config.data = dataclasses.replace(config.data, mask_source=mask_source)
+def _start(config: Config) -> PreparedData:
     print(describe(config), file=sys.stderr)
-    return config, prepare(config.data, progress=True)
+    return prepare(config.data, config.region, progress=True)
 
 
-def patch_size_of(config: Config) -> int:
-    """The profile's ViT patch size: the grid RGMIM selects lung patches on."""
-    return config.model.patch_size
+@dataclass(frozen=True)
+class PatchGrid:
+    """The grid RGMIM selects lung patches on: the ViT's patch size and the region's lung-patch rule."""
+
+    patch_size: int
+    min_overlap: float
+
+    @classmethod
+    def of(cls, config: Config) -> PatchGrid:
+        return cls(config.vit.patch_size, config.region.min_overlap)
+
+    def lung_patches(self, masks: np.ndarray) -> np.ndarray:
+        """(B, S, S) masks -> (B, g, g) bool, by the rule training uses (regions.lung_patch_grid)."""
+        grid = masks.shape[-1] // self.patch_size
+        flat = lung_patch_grid(torch.from_numpy(np.asarray(masks, np.uint8)), self.patch_size, self.min_overlap)
+        return flat.numpy().reshape(len(masks), grid, grid)
 
 
-def mask_coverage(data: PreparedData, patch_size: int) -> dict[str, Any]:
+def mask_coverage(data: PreparedData, grid_rule: PatchGrid) -> dict[str, Any]:
     """Mean lung fraction and mean number of patches overlapping the lung, over images with a mask."""
-    grid = data.image_size // patch_size
+    grid = data.image_size // grid_rule.patch_size
     with_mask = np.flatnonzero(data.has_mask)
     lung_fraction_sum, lung_patch_sum = 0.0, 0
     for start in range(0, len(with_mask), COVERAGE_CHUNK):
         masks = np.asarray(data.masks[with_mask[start:start + COVERAGE_CHUNK]], bool)
         lung_fraction_sum += float(masks.mean(axis=(1, 2)).sum())
-        lung_patch_sum += int(lung_patches(masks, patch_size).sum())
+        lung_patch_sum += int(grid_rule.lung_patches(masks).sum())
     count = max(len(with_mask), 1)
     return {"images_with_mask": int(len(with_mask)), "images": len(data.keys), "grid": grid,
             "mean_lung_fraction": lung_fraction_sum / count, "mean_lung_patches": lung_patch_sum / count}
@@ -191,7 +167,7 @@ def info_text(data: PreparedData, coverage: dict[str, Any], patch_size: int) -> 
     return "\n".join(lines)
 
 
-def render_preview(data: PreparedData, out: Path, per_class: int, patch_size: int, compare: bool = False,
+def render_preview(data: PreparedData, out: Path, per_class: int, grid_rule: PatchGrid, compare: bool = False,
                    scores: Sequence[MaskScore] = ()) -> None:
     """Per class, the first training images of the seeded fraction order, with the lung outline (green),
     the patch grid and the patches that overlap the lung (tinted): what region guidance will see.
@@ -201,7 +177,7 @@ def render_preview(data: PreparedData, out: Path, per_class: int, patch_size: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = data.image_size
+    size, patch_size = data.image_size, grid_rule.patch_size
     by_index = {score.index: score for score in scores}
     figure_size = (2.3 * per_class, 2.5 * len(data.classes))
     figure, axes = plt.subplots(len(data.classes), per_class, figsize=figure_size, squeeze=False)
@@ -219,7 +195,7 @@ def render_preview(data: PreparedData, out: Path, per_class: int, patch_size: in
                 axis.axvline(line - 0.5, color="white", linewidth=0.3, alpha=0.35)
             if data.has_mask[index]:
                 mask = np.asarray(data.masks[index], bool)
-                covered = np.kron(lung_patches(mask, patch_size), np.ones((patch_size, patch_size)))
+                covered = np.kron(grid_rule.lung_patches(mask[None])[0], np.ones((patch_size, patch_size)))
                 tint = np.zeros((size, size, 4))
                 tint[: covered.shape[0], : covered.shape[1]] = covered[..., None] * [1.0, 0.8, 0.0, 0.18]
                 axis.imshow(tint)
@@ -255,9 +231,8 @@ def export_dataset(data: PreparedData, out: Path, metadata: dict[str, Any]) -> N
     """``out/<class>/images/*.png``, ``out/<class>/masks/*.png`` (0/255) and ``out/split.csv``, built in
     a temporary sibling folder and renamed into place, so a failed export leaves nothing behind."""
     _check_export_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         names = _export_names(data)
         for index in tqdm(range(len(data.keys)), desc="exporting", unit="img", file=sys.stderr, leave=False):
             class_folder = staging / data.classes[data.labels[index]]
@@ -278,11 +253,8 @@ def export_dataset(data: PreparedData, out: Path, metadata: dict[str, Any]) -> N
         (staging / "export.json").write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
         if out.exists():
             out.rmdir()  # empty, checked above
-        staging.chmod(0o755)  # mkdtemp makes it private
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    publish_directory(out, fill)
 
 
 def _check_export_target(out: Path) -> None:

@@ -21,7 +21,10 @@ import numpy as np
 from PIL import Image
 
 from benchmark.config import DataConfig
-from benchmark.data.source import DataError, Item, Source
+from benchmark.data.cache import resolve_cache_root
+from benchmark.data.fingerprint import DigestCache
+from benchmark.data.source import Item, Source
+from benchmark.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LAYOUTS = ("covid-radiography", "covid-qu-ex", "folder")
@@ -53,6 +56,7 @@ class FileSource:
     root: Path
     items: list[Item]
     mask_keys: list[Optional[str]]  # mask path relative to root, parallel to items
+    digest_store: Optional[Path] = None  # where file digests are remembered (fingerprint.DigestCache)
     _fingerprint: Optional[str] = field(default=None, init=False, repr=False)
 
     def load(self, index: int, size: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -67,14 +71,16 @@ class FileSource:
         return resize_image(image, size), resize_mask(mask, size)
 
     def fingerprint(self) -> str:
-        # (relative path, size, mtime_ns) of every file: one stat per file, about a second for 42k files
+        """Relative path, label, split and content of every image and mask (``fingerprint.py``)."""
         if self._fingerprint is None:
+            digests = DigestCache(self.root, self.digest_store)
             digest = hashlib.sha256(f"{self.name}\n{self.classes}\n".encode())
             for item, mask_key in zip(self.items, self.mask_keys):
-                entry = [item.key, item.label, item.official_split, _stat_text(self.root / item.key)]
+                entry = [item.key, item.label, item.official_split, digests.digest(item.key)]
                 if mask_key is not None:
-                    entry += [mask_key, _stat_text(self.root / mask_key)]
+                    entry += [mask_key, digests.digest(mask_key)]
                 digest.update((repr(entry) + "\n").encode())
+            digests.save()
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
@@ -115,6 +121,7 @@ def open_source(data_cfg: DataConfig) -> Source:
         name=name, classes=classes, root=dataset_root,
         items=[Item(c.key, c.label, c.mask_key is not None, c.official_split) for c in candidates],
         mask_keys=[c.mask_key for c in candidates],
+        digest_store=resolve_cache_root(data_cfg) / "digests",
     )
 
 
@@ -201,14 +208,6 @@ def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
     if high <= low:
         return np.zeros(values.shape, np.uint8)
     return np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
-
-
-def _stat_text(path: Path) -> str:
-    try:
-        stat = path.stat()
-    except OSError as error:
-        raise DataError(f"{path}: cannot read file ({error.strerror})") from None
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _check_root(root: Path) -> None:

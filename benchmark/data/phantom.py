@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from benchmark.data.source import DataError, Item
+from benchmark.data.source import Item
+from benchmark.errors import DataError
 
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia")
 GENERATOR_VERSION = "2"  # bump when output changes; part of the fingerprint

@@ -12,10 +12,6 @@ from typing import Optional, Protocol
 import numpy as np
 
 
-class DataError(ValueError):
-    """Bad input data: the message names the file, folder or value and says what was expected."""
-
-
 @dataclass(frozen=True)
 class Item:
     key: str  # stable identity: a path relative to the data root, or "phantom/000123"

@@ -20,9 +20,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from benchmark.data.source import DataError, Source
+from benchmark.paper_grid import PAPER_FRACTIONS
+from benchmark.data.source import Source
+from benchmark.errors import DataError
 
-PAPER_FRACTIONS = (0.01, 0.05, 0.10, 0.50, 1.0)
 SPLIT_COLUMNS = ("image", "class", "split", "min_fraction", "rank")
 HEADER_PREFIX = "# rgmim-bench split file: "
 _SPLIT_STREAM, _FRACTION_STREAM = 0, 1  # independent random streams per (seed, purpose, class)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from benchmark.engine.distributed import batch_uniform
+from benchmark.distributed import batch_uniform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # spec §0.1: every method normalises with ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from benchmark.data.views import to_unit
-from benchmark.engine.distributed import Ranks
+from benchmark.distributed import Ranks
 
 
 class Batch(NamedTuple):

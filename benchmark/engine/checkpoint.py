@@ -1,10 +1,7 @@
-"""Atomic writes (a file is either the old or the new complete version) and training-state restore."""
+"""Checkpoints: atomic torch saves (benchmark/files.py), weights-only loads and training-state restore."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +9,15 @@ import torch
 from torch import nn
 
 from benchmark.engine.runtime import restore_rng_state
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+from benchmark.files import atomic_write
 
 
 def save_torch(obj: Any, path: Path) -> None:
-    _atomic(Path(path), lambda stream: torch.save(obj, stream))
+    atomic_write(Path(path), lambda stream: torch.save(obj, stream))
 
 
 def load_torch(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def save_json(obj: Any, path: Path) -> None:
-    _atomic(Path(path), lambda stream: stream.write(json.dumps(obj, indent=2, default=str).encode()))
 
 
 def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

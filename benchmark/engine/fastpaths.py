@@ -82,19 +82,19 @@ def mkl_lacks_avx512() -> bool:
 
 
 def onednn_linear_applies(device: torch.device, config: Config) -> bool:
-    return (config.cpu_onednn_linear and device.type == "cpu" and not amp_enabled(device, config)
-            and not config.compile and onednn_linear_supported() and mkl_lacks_avx512())
+    return (config.runtime.cpu_onednn_linear and device.type == "cpu" and not amp_enabled(device, config)
+            and not config.runtime.compile and onednn_linear_supported() and mkl_lacks_avx512())
 
 
 def apply_fast_paths(model: nn.Module, device: torch.device, config: Config) -> None:
     """Apply the speed-only settings in place (state-dict keys and values are unchanged)."""
-    if config.channels_last and any(isinstance(module, torchvision.models.ResNet) for module in model.modules()):
+    if config.runtime.channels_last and any(isinstance(module, torchvision.models.ResNet) for module in model.modules()):
         model.to(memory_format=torch.channels_last)
     if onednn_linear_applies(device, config):
         for module in model.modules():
             if type(module) is nn.Linear:  # subclasses may have their own forward
                 module.forward = types.MethodType(_onednn_forward, module)
-    if config.compile:
+    if config.runtime.compile:
         for module in model.modules():
             if isinstance(module, COMPILED_BLOCKS):
                 module.compile()

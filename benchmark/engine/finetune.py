@@ -21,12 +21,13 @@ from tqdm import tqdm
 from benchmark.config import Config
 from benchmark.data.prepare import PreparedData
 from benchmark.data.views import ViewSpec, make_view, normalize
-from benchmark.engine import distributed
+from benchmark import distributed
 from benchmark.engine.batches import TensorPool
 from benchmark.engine.checkpoint import restore_training_state, save_torch
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.metrics import classification_metrics
-from benchmark.engine.runtime import TrainingError, autocast, lr_at, rng_state, set_lr
+from benchmark.engine.runtime import autocast, lr_at, rng_state, scaled_lr, set_lr
+from benchmark.errors import TrainingError
 from methods.backbones import feature_dim
 
 
@@ -72,7 +73,7 @@ def evaluate(model: nn.Module, pool: TensorPool, config: Config, device: torch.d
 def build_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optimizer, float]:
     """AdamW at lr = blr * global batch / 256 (T1 scaling rule); returns (optimizer, base lr)."""
     settings = config.finetune
-    base_lr = settings.blr * settings.batch_size / 256
+    base_lr = scaled_lr(settings.blr, settings.batch_size)
     # fused: one kernel over all parameters, same update rule; the per-tensor loop dominated small steps on CPU
     return torch.optim.AdamW(param_groups(model, config), lr=base_lr, betas=settings.betas, fused=True), base_lr
 

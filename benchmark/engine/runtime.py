@@ -13,19 +13,19 @@ from typing import Iterator
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmark.config import Config, ConfigError
-from benchmark.engine import TrainingError  # noqa: F401  (re-exported for the engines)
-from benchmark.engine import distributed
+from benchmark.config import Config
+from benchmark.errors import ConfigError
+from benchmark import distributed
 
 
 def resolve_device(config: Config) -> torch.device:
     """The device of this process; under DDP it joins the process group and takes its local GPU."""
-    if config.device == "auto":
+    if config.runtime.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(config.device)
+        device = torch.device(config.runtime.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={config.device}: no CUDA GPU is available here (use device=cpu or auto)")
+        raise ConfigError(f"device={config.runtime.device}: no CUDA GPU is available here (use device=cpu or auto)")
     ranks = distributed.join(device.type)
     if device.type == "cuda" and ranks.world > 1:
         return torch.device("cuda", ranks.cuda_index())
@@ -54,6 +54,11 @@ def autocast(device: torch.device, config: Config) -> Iterator[None]:
         if enabled and device.type == "cpu":
             stack.enter_context(sdpa_kernel(SDPBackend.MATH))
         yield
+
+
+def scaled_lr(blr: float, batch_size: int) -> float:
+    """The linear scaling rule lr = blr * batch / 256 (MAE main_pretrain.py and main_finetune.py)."""
+    return blr * batch_size / 256
 
 
 def lr_at(step: float, total_steps: int, warmup_steps: float, base_lr: float, min_lr: float) -> float:

@@ -10,7 +10,7 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def __getattr__(name: str) -> Any:
@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _report_command(args: argparse.Namespace) -> int:
+def report_command(args: argparse.Namespace) -> int:
     from benchmark.records import RecordWarning
     from benchmark.report.build import build_report
 
@@ -36,18 +36,3 @@ def _report_command(args: argparse.Namespace) -> int:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     print(readme)
     return 0
-
-
-def add_parser(subparsers: Any, add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register ``report``; it reads records only, so it takes no config options."""
-    del add_config_options  # the report needs no config: everything it shows comes from the records
-    parser = subparsers.add_parser(
-        "report",
-        help="write <results>/README.md, figures and runs.csv from the run records",
-        description="Build the results README (Tables 2 and 3 with the paper's values, paired RGMIM − MAE "
-                    "differences, per-class metrics, cost, protocol), its figures and runs.csv from "
-                    "<results>/runs/*.json. Unreadable records are skipped with a warning.",
-    )
-    parser.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
-                        help="results folder holding runs/ (default: results)")
-    parser.set_defaults(handler=_report_command)

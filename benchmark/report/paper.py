@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from benchmark.paper_grid import DEFAULT_MASK_RATIO, PAPER_FRACTIONS, TABLE3_MASK_RATIOS
+
+__all__ = ["DEFAULT_MASK_RATIO", "PAPER_FRACTIONS", "PAPER_DATASET", "PAPER_PROFILE", "TABLE2", "TABLE3", "TABLE3_MASK_RATIOS",
+           "table2_accuracy", "table3_accuracy"]
+
 # §4.1: the paper's data are the 21,165-image, four-class COVID-19 Radiography Database (cited as [49]).
 PAPER_DATASET = "covid-radiography"
 PAPER_PROFILE = "paper"
-# Table 1 masking ratio sigma; Table 2 is reported at this ratio, Table 3 varies it.
-DEFAULT_MASK_RATIO = 0.75
-
-TABLE2_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.50, 1.0)
 TABLE2: dict[tuple[str, str], tuple[float, ...]] = {
     ("rgmim", "vit"): (0.771, 0.893, 0.919, 0.957, 0.962),
     ("mae", "vit"): (0.754, 0.875, 0.903, 0.948, 0.956),
@@ -29,7 +30,6 @@ TABLE2: dict[tuple[str, str], tuple[float, ...]] = {
 }
 
 # Table 3: accuracy with 100 % of the training set for fine-tuning, per masking ratio.
-TABLE3_MASK_RATIOS: tuple[float, ...] = (0.15, 0.30, 0.45, 0.60, 0.75, 0.90)
 TABLE3: dict[tuple[str, str], tuple[float, ...]] = {
     ("rgmim", "vit"): (0.949, 0.953, 0.955, 0.958, 0.962, 0.957),
     ("mae", "vit"): (0.936, 0.942, 0.947, 0.951, 0.956, 0.953),
@@ -46,7 +46,7 @@ def _lookup(keys: tuple[float, ...], values: tuple[float, ...], key: float) -> O
 def table2_accuracy(method: str, arch: str, fraction: float) -> Optional[float]:
     """The paper's Table 2 accuracy for this row and label fraction, or None if the paper has none."""
     values = TABLE2.get((method, arch))
-    return None if values is None else _lookup(TABLE2_FRACTIONS, values, fraction)
+    return None if values is None else _lookup(PAPER_FRACTIONS, values, fraction)
 
 
 def table3_accuracy(method: str, arch: str, mask_ratio: float) -> Optional[float]:

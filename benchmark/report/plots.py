@@ -17,18 +17,20 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from benchmark.records import PAPER_ROWS, atomic_write_bytes, row_label, row_order
+from benchmark.files import atomic_write_bytes, stable_hash
+from benchmark.paper_grid import PAPER_ROWS
+from benchmark.records import row_label, row_order
 from benchmark.report import paper
 from benchmark.report.tables import Section, fraction_label, table2_runs, table2_stats, table3_stats
 
 DPI = 110
 
 
-def _row_color(order: int) -> tuple[float, ...]:
-    """Stable colour per row across all figures: tab10 for the paper's ten rows, tab20 beyond."""
+def _row_color(order: int, label: str) -> tuple[float, ...]:
+    """Stable colour per row across all figures: tab10 for the paper's ten rows, tab20 by label beyond."""
     if order < len(PAPER_ROWS):
         return colormaps["tab10"](order)
-    return colormaps["tab20"]((order - len(PAPER_ROWS)) % 20)
+    return colormaps["tab20"](int(stable_hash(label, 8), 16) % 20)
 
 
 def _save(figure: Figure, path: Path) -> None:
@@ -54,7 +56,7 @@ def history_frame(section: Section) -> pd.DataFrame:
     """Per Table 2 run and fine-tuning epoch: row, fraction, seed, epoch, test accuracy."""
     counted = set(table2_runs(section.runs)["run_id"])
     rows = [
-        {"row_order": row_order(record["method"], record["arch"]), "row": row_label(record["method"], record["arch"]),
+        {"row_order": row_order(record["method"], record["arch"]), "row": row_label(record["method_info"], record["arch"]),
          "method": record["method"], "fraction": round(float(record["fraction"]), 6), "seed": record["seed"],
          "epoch": entry["epoch"], "accuracy": entry["accuracy"]}
         for record in section.records if record["run_id"] in counted
@@ -67,7 +69,7 @@ def _curves(axes: Axes, history: pd.DataFrame, band: bool) -> None:
     for (order, label), group in history.groupby(["row_order", "row"]):
         by_epoch = group.groupby("epoch")["accuracy"].agg(["mean", "std"])
         seeds = group["seed"].nunique()
-        color = _row_color(order)
+        color = _row_color(order, label)
         axes.plot(by_epoch.index, by_epoch["mean"], color=color, marker="o", markersize=3,
                   label=f"{label} (n={seeds})")
         if band:
@@ -127,7 +129,7 @@ def _plot_ours_and_paper(stats: pd.DataFrame, x: str, paper_table: dict, paper_x
                          theirs: Axes) -> None:
     """Per row: our mean ± std against `x` on the left panel, the paper's values for that row on the right."""
     for (order, label), group in stats.groupby(["row_order", "row"]):
-        color = _row_color(order)
+        color = _row_color(order, label)
         ours.errorbar(group[x], group["mean"], yerr=group["std"].fillna(0.0), color=color, marker="o",
                       capsize=3, label=label)
         row = (group["method"].iloc[0], group["arch"].iloc[0])
@@ -141,8 +143,8 @@ def plot_accuracy_vs_fraction(section: Section, path: Path) -> bool:
     if stats.empty:
         return False
     figure, ours, theirs = _paired_panels(f"Test accuracy vs fraction of training labels\n{section.title}")
-    _plot_ours_and_paper(stats, "fraction", paper.TABLE2, paper.TABLE2_FRACTIONS, ours, theirs)
-    fractions = sorted(set(stats["fraction"]) | set(paper.TABLE2_FRACTIONS))
+    _plot_ours_and_paper(stats, "fraction", paper.TABLE2, paper.PAPER_FRACTIONS, ours, theirs)
+    fractions = sorted(set(stats["fraction"]) | set(paper.PAPER_FRACTIONS))
     _label_fraction_axes(ours, fractions, "this benchmark: mean ± std over seeds")
     _label_fraction_axes(theirs, fractions, "paper, Table 2")
     ours.legend(fontsize="small")

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from benchmark.data.masks import region_label
-from benchmark.records import PAPER_ROWS, mim_methods, records_frame, region_guided_methods, row_label
+from benchmark.paper_grid import TABLE2_ROWS
+from benchmark.records import records_frame, row_label
 from benchmark.report import paper
 
 BOOTSTRAP_RESAMPLES = 10_000
@@ -71,9 +71,8 @@ def _finished_at(record: dict) -> datetime:
 
 
 def mask_source_of(record: dict) -> str:
-    """Where the run's lung region came from; records written before mask sources existed used gt."""
-    data = record["config"].get("data", {})
-    return region_label(data.get("mask_source", EXPERT_REGION), data.get("mask_dir"))
+    """Where the run's lung region came from (data regions.region_label, as the run recorded it)."""
+    return record["dataset"]["mask_source"]
 
 
 def with_mask_source(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
@@ -83,10 +82,10 @@ def with_mask_source(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     return frame.assign(mask_source=frame["run_id"].map({r["run_id"]: mask_source_of(r) for r in records}))
 
 
-def _condition(record: dict, region_guided: frozenset[str]) -> tuple:
+def _condition(record: dict) -> tuple:
     mask_ratio = record["mask_ratio"]
     # only for region-guided methods does the mask source change the result; elsewhere a rerun is the same run
-    region = mask_source_of(record) if record["method"] in region_guided else None
+    region = mask_source_of(record) if record["method_info"]["region_guided"] else None
     return (record["method"], record["arch"], round(float(record["fraction"]), 6), record["seed"],
             None if mask_ratio is None else round(float(mask_ratio), 6), region)
 
@@ -94,9 +93,8 @@ def _condition(record: dict, region_guided: frozenset[str]) -> tuple:
 def _latest_per_condition(records: list[dict]) -> list[dict]:
     """A rerun of the same condition replaces the older run instead of counting as another seed."""
     latest: dict[tuple, dict] = {}
-    region_guided = region_guided_methods()
     for record in sorted(records, key=_finished_at):
-        latest[_condition(record, region_guided)] = record
+        latest[_condition(record)] = record
     return list(latest.values())
 
 
@@ -163,14 +161,14 @@ def to_markdown(frame: pd.DataFrame) -> str:
 def expert_region(runs: pd.DataFrame) -> pd.Series:
     """Rows that are not region-guided or were guided by the dataset's own masks, as in the paper."""
     sources = runs["mask_source"] if "mask_source" in runs else pd.Series(EXPERT_REGION, index=runs.index)
-    return ~runs["method"].isin(region_guided_methods()) | sources.eq(EXPERT_REGION)
+    return ~runs["region_guided"].astype(bool) | sources.eq(EXPERT_REGION)
 
 
 def table2_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs that count in Table 2: every non-MIM run, MIM runs only at the paper's default mask ratio, and
     RGMIM only guided by the dataset's own masks (other sources have their own table)."""
     default_ratio = np.isclose(runs["mask_ratio"].astype(float), paper.DEFAULT_MASK_RATIO)
-    return runs[(~runs["method"].isin(mim_methods()) | default_ratio) & expert_region(runs)]
+    return runs[(runs["mask_ratio"].isna() | default_ratio) & expert_region(runs)]
 
 
 def summarize(runs: pd.DataFrame, by: list[str], value: str = "accuracy") -> pd.DataFrame:
@@ -192,7 +190,7 @@ def table2_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def table3_stats(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (MIM row, mask ratio) with 100 % of the labels: mean, std, n, bold flag, paper and ours − paper."""
-    full = runs[runs["method"].isin(mim_methods()) & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
+    full = runs[runs["mask_ratio"].notna() & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
     stats = summarize(full, ["row_order", "row", "method", "arch", "mask_ratio"])
     return _beside_paper(stats, "mask_ratio", paper.table3_accuracy, best_within="row")
 
@@ -210,7 +208,7 @@ def _beside_paper(stats: pd.DataFrame, setting: str, paper_accuracy, best_within
 def mask_source_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs of region-guided methods (RGMIM) at the paper's default mask ratio, every mask source."""
     default_ratio = np.isclose(runs["mask_ratio"].astype(float), paper.DEFAULT_MASK_RATIO)
-    return runs[runs["method"].isin(region_guided_methods()) & default_ratio]
+    return runs[runs["region_guided"].astype(bool) & default_ratio]
 
 
 def has_other_mask_sources(runs: pd.DataFrame) -> bool:
@@ -286,7 +284,7 @@ def table2_markdown(stats: pd.DataFrame) -> str:
 def missing_paper_rows(runs: pd.DataFrame) -> list[str]:
     """Labels of the paper's Table 2 rows that have no run in this section, in the paper's order."""
     present = set(zip(table2_runs(runs)["method"], table2_runs(runs)["arch"]))
-    return [row_label(method, arch) for method, arch in PAPER_ROWS if (method, arch) not in present]
+    return [label for row, label in TABLE2_ROWS.items() if row not in present]
 
 
 def table3_markdown(stats: pd.DataFrame) -> str:
@@ -393,8 +391,10 @@ def table2_compute_markdown(runs: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------- protocol
 
 # Config keys that differ between runs by design, or by machine without changing the protocol.
-EXPECTED_TO_VARY = frozenset({"seed", "pretrain.mask_ratio", "data.cache_dir", "data.root", "data.mask_source",
-                              "data.mask_dir", "data.sam_checkpoint", "data.sam_model"})
+# config keys a section's runs differ in by design (json_normalize names): seeds, mask ratios, regions, paths
+EXPECTED_TO_VARY = frozenset({"seed", "methods.rgmim.mask_ratio", "methods.mae.mask_ratio", "data.cache_dir",
+                              "data.root", "data.split_file", "region.source", "region.mask_dir",
+                              "region.sam_checkpoint", "region.sam_model", "vit.weights", "resnet.weights"})
 
 
 def _distinct(values: pd.Series) -> list[str]:
@@ -410,12 +410,6 @@ def _distinct(values: pd.Series) -> list[str]:
 def protocol_notes(section: Section) -> list[str]:
     """Markdown bullets describing the protocol, generated from the runs' configs and records."""
     configs = pd.json_normalize([record["config"] for record in section.records])
-    for stage in ("pretrain", "finetune"):
-        # The effective learning rate follows the MAE rule lr = blr * batch / 256 (config.py).
-        if {f"{stage}.blr", f"{stage}.batch_size"} <= set(configs.columns):
-            configs[f"{stage}.lr"] = configs[f"{stage}.blr"] * configs[f"{stage}.batch_size"] / 256
-    if {"pretrain.ssl_blr", "pretrain.batch_size"} <= set(configs.columns):
-        configs["pretrain.ssl_lr"] = configs["pretrain.ssl_blr"] * configs["pretrain.batch_size"] / 256
 
     def value(key: str) -> str:
         if key not in configs.columns:
@@ -428,7 +422,11 @@ def protocol_notes(section: Section) -> list[str]:
     runs = section.runs
     dataset = section.records[0]["dataset"]
     subsets = runs.groupby("fraction")["finetune_subset"].agg(lambda s: " / ".join(_distinct(s)))
-    mim_ratios = sorted(runs.loc[runs["method"].isin(mim_methods()), "mask_ratio"].dropna().unique())
+    mim_ratios = sorted(runs["mask_ratio"].dropna().unique())
+    # the learning rates each run used, as the engines recorded them (lr = blr x batch / 256)
+    pretrain_lrs = {record["method_info"]["display"]: record["pretrain"]["base_lr"]
+                    for record in section.records if record["pretrain"] and "base_lr" in record["pretrain"]}
+    finetune_lrs = _distinct(pd.Series([record["finetune"].get("base_lr") for record in section.records]))
     commits = sorted({f"{c}{' (dirty)' if d else ''}" for c, d in zip(runs["commit"], runs["dirty"])})
     notes = [
         f"Profile `{section.profile}`; dataset `{section.dataset}` (fingerprint `{section.fingerprint}`), "
@@ -436,18 +434,19 @@ def protocol_notes(section: Section) -> list[str]:
         f"test set {dataset['test']} images.",
         "Fine-tuning subsets (labelled images per fraction): "
         + ", ".join(f"{fraction_label(f)} → {n}" for f, n in subsets.items()) + ".",
-        f"Image size {value('data.image_size')} px; ViT `{value('model.vit')}` "
-        f"(depth override {value('model.vit_depth')}); ResNet `{value('model.resnet')}`; MIM decoder "
-        f"{value('model.decoder_dim')}-d × {value('model.decoder_depth')} layers, {value('model.decoder_heads')} heads.",
-        f"Pretraining: {value('pretrain.epochs')} epochs, batch {value('pretrain.batch_size')}, "
-        f"warm-up {value('pretrain.warmup_epochs')} epochs; MIM AdamW base lr {value('pretrain.blr')} → "
-        f"lr {value('pretrain.lr')} (lr = blr × batch / 256); contrastive baselines SGD lr {value('pretrain.ssl_lr')}.",
+        f"Image size {value('data.image_size')} px; ViT `{value('vit.name')}` "
+        f"(depth override {value('vit.depth')}, {value('vit.patch_size')}-px patches); ResNet `{value('resnet.name')}`; "
+        f"RGMIM decoder {value('methods.rgmim.decoder_dim')}-d × {value('methods.rgmim.decoder_depth')} layers, "
+        f"{value('methods.rgmim.decoder_heads')} heads.",
+        f"Pretraining: {value('pretrain.epochs')} epochs, batch {value('pretrain.batch_size')}; "
+        "lr = blr × batch / 256 per method: "
+        + (", ".join(f"{name} {lr:.3g}" for name, lr in pretrain_lrs.items()) or "no pretraining") + ".",
         "MIM mask ratios run: " + (", ".join(f"{r:.2f}" for r in mim_ratios) or "none")
         + f" (Table 2 uses {paper.DEFAULT_MASK_RATIO:.2f}; the others appear only in Table 3).",
         f"Fine-tuning: {value('finetune.epochs')} epochs, batch {value('finetune.batch_size')}, "
         f"warm-up {value('finetune.warmup_epochs')} epochs, base lr {value('finetune.blr')} → "
-        f"lr {value('finetune.lr')}, layer decay {value('finetune.layer_decay')}.",
-        f"Device `{value('device')}`, mixed precision `{value('amp')}`; seeds "
+        f"lr {' / '.join(finetune_lrs) or 'not recorded'}, layer decay {value('finetune.layer_decay')} (ViT).",
+        f"Device `{' / '.join(_distinct(runs['device']))}`, mixed precision `{value('amp')}`; seeds "
         f"{', '.join(str(s) for s in sorted(runs['seed'].unique()))}; code {', '.join(commits)}.",
         "Cells use `metrics.accuracy` (test accuracy after the last fine-tuning epoch); "
         "`best_epoch_accuracy` picks an epoch on the test set, so it is optimistic and only listed in runs.csv.",
@@ -455,7 +454,7 @@ def protocol_notes(section: Section) -> list[str]:
         f"paired CIs are percentile bootstraps ({BOOTSTRAP_RESAMPLES:,} resamples, RNG seed {BOOTSTRAP_SEED}).",
     ]
     if has_other_mask_sources(runs):
-        sources = _ordered_sources(runs.loc[runs["method"].isin(region_guided_methods()), "mask_source"])
+        sources = _ordered_sources(runs.loc[runs["region_guided"].astype(bool), "mask_source"])
         notes.append("RGMIM lung-mask sources run: " + ", ".join(f"`{source}`" for source in sources)
                      + f" (Tables 2 and 3 and the paired differences use `{EXPERT_REGION}`, the dataset's own "
                      "masks; the others appear only in \"RGMIM by lung-mask source\").")
@@ -490,5 +489,6 @@ def banner(section: Section) -> str:
 
 def describe_row_labels() -> str:
     """How rows are named: the paper's backbone is implicit, any other is spelled out."""
-    return (f"Rows follow the paper's order; `{row_label('byol', 'resnet')}` ran on ResNet as in the paper, "
-            f"a label such as `{row_label('byol', 'vit')}` marks a backbone the paper did not use.")
+    byol = {"display": "BYOL", "archs": ["resnet"]}
+    return (f"Rows follow the paper's order; `{row_label(byol, 'resnet')}` ran on ResNet as in the paper, "
+            f"a label such as `{row_label(byol, 'vit')}` marks a backbone the paper did not use.")
