@@ -14,7 +14,6 @@ from conftest import prepare_data
 from benchmark.config import DataConfig
 from benchmark.data.cache import COMPLETE_MARKER, ensure_cache, entry_directory, resolve_cache_root
 from benchmark.data.layouts import open_source
-from benchmark.data.prepare import prepare
 from benchmark.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,6 @@ from real record files on disk."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path

@@ -14,7 +14,6 @@ from conftest import prepare_data
 from PIL import Image
 
 from benchmark.data.layouts import open_source
-from benchmark.data.prepare import prepare
 from benchmark.errors import DataError
 from benchmark.data.splits import (PAPER_FRACTIONS, allocation_table, fraction_counts, fraction_ranks,
                                    hamilton_counts, load_or_create_split, read_split_file, split_pool,

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from benchmark.config import Config
 from benchmark.errors import ConfigError

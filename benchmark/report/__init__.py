@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from pathlib import Path
+
 from typing import Any
 
 
