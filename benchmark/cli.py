@@ -93,7 +93,9 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from benchmark.sweep import describe_plan, launch, plan_sweep
+    from benchmark.sweep.estimate import describe_plan
+    from benchmark.sweep.executors import launch
+    from benchmark.sweep.plan import plan_sweep
 
     sweep = plan_sweep(args)
     if args.dry_run:
@@ -103,7 +105,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from benchmark.status import status_command as show
+    from benchmark.sweep.status import status_command as show
 
     return show(args)
 

@@ -1,4 +1,4 @@
-"""Patch masking for MIM: MAE's random masking and RGMIM's region-guided masking (spec §1, §2).
+"""Patch masking for MIM: MAE's random masking and RGMIM's region-guided masking (docs/protocol.md §1, §2).
 
 Both keep u = int(n · (1 − σ)) patches (MAE's rounding) by an argsort of per-patch noise; RGMIM only
 adds 1 to the noise of valid (lung) patches, so they sort after every invalid patch. Hence: valid
@@ -31,7 +31,7 @@ def random_masking(valid: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor
 
 
 def region_guided_masking(valid: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """RGMIM §3.1: mask valid lung patches first (spec §2's batch-friendly exact rule)."""
+    """RGMIM §3.1: mask valid lung patches first (protocol §2's batch-friendly exact rule)."""
     noise = batch_uniform(valid.shape, valid.device) + valid.float()
     return mask_by_noise(noise, mask_ratio)
 

@@ -1,4 +1,4 @@
-"""Cluster profiles (benchmark/cluster.py) and one real submission to the local SLURM cluster."""
+"""Cluster profiles (benchmark/sweep/cluster.py) and one real submission to the local SLURM cluster."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import submitit
 
-from benchmark.cluster import (
+from benchmark.sweep.cluster import (
     ClusterProfile,
     executor_parameters,
     load_cluster_profile,

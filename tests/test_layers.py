@@ -16,7 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("methods",),
     ("benchmark.engine",),
     ("benchmark.runner", "benchmark.records"),
-    ("benchmark.sweep", "benchmark.cluster", "benchmark.status", "benchmark.report", "benchmark.bench"),
+    ("benchmark.sweep", "benchmark.report", "benchmark.bench"),
     ("benchmark.cli", "benchmark.__main__", "benchmark"),
 )
 
@@ -76,7 +76,7 @@ def test_every_import_points_down_and_no_import_closes_a_cycle():
 
 
 def test_report_and_status_load_without_torch():
-    code = ("import sys, benchmark.report.build, benchmark.status, benchmark.records; "
+    code = ("import sys, benchmark.report.build, benchmark.sweep.status, benchmark.records; "
             "print(sorted(m for m in ('torch', 'timm', 'lightly') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

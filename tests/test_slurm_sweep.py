@@ -21,10 +21,12 @@ import pytest
 import submitit
 import yaml
 
-from benchmark import status as status_module
-from benchmark import sweep as sweep_module
+from benchmark.sweep import status as status_module
+from benchmark.sweep import executors
+from benchmark.sweep import manifest as manifests
+from benchmark.sweep import plan as planning
 from benchmark.cli import build_parser
-from benchmark.cluster import load_cluster_profile, slurm_available
+from benchmark.sweep.cluster import load_cluster_profile, slurm_available
 from benchmark.errors import ConfigError
 from benchmark.records import read_record
 from benchmark.records import record_path
@@ -73,10 +75,10 @@ def finished_sweep(cluster_profile: Path, tmp_path_factory: pytest.TempPathFacto
             "--set", "pretrain.max_steps=0", "--set", "pretrain.epochs=8", "--weights-resnet", str(weights)]
     arguments = [*grid, "--executor", "slurm", "--cluster", str(cluster_profile), "--results", str(root / "results"),
                  "--cache-dir", str(root / "cache"), "--name", "smoke"]
-    sweep = sweep_module.plan_sweep(parse("sweep", *arguments))
+    sweep = planning.plan_sweep(parse("sweep", *arguments))
     weights.unlink()
-    assert sweep_module.launch(sweep) == 0
-    manifest = sweep_module.read_manifest(sweep.manifest)
+    assert executors.launch(sweep) == 0
+    manifest = manifests.read_manifest(sweep.manifest)
     folder = manifest["submitit_folder"]
     jobs = {entry["name"]: submitit.SlurmJob(folder, entry["job_id"]) for entry in manifest["jobs"]}
     try:
@@ -90,10 +92,10 @@ def finished_sweep(cluster_profile: Path, tmp_path_factory: pytest.TempPathFacto
             pytest.fail(f"RGMIM pretraining ended before it could be preempted:\n{pretraining.stderr()}")
         pretraining._interrupt()  # preemption: SIGTERM, then USR2
 
-        twin = sweep_module.plan_sweep(parse(
+        twin = planning.plan_sweep(parse(
             "sweep", *grid[2:], "--methods", "rgmim", "--executor", "local", "--results", str(root / "twin"),
             "--cache-dir", str(root / "twin-cache"), "--name", "twin"))
-        assert sweep_module.launch(twin) == 0
+        assert executors.launch(twin) == 0
 
         wait_until(lambda: all(job.done(force_check=True) for job in jobs.values()), SWEEP_TIMEOUT_S,
                    "the end of every job of the sweep", interval_s=2)
@@ -152,7 +154,7 @@ def test_jobs_are_named_after_their_runs_and_logged_in_the_sweep_folder(finished
 
 
 def test_resubmitting_the_sweep_plans_only_what_is_missing(finished_sweep: dict[str, Any]) -> None:
-    again = sweep_module.plan_sweep(parse("sweep", *finished_sweep["arguments"], "--dry-run"))
+    again = planning.plan_sweep(parse("sweep", *finished_sweep["arguments"], "--dry-run"))
     planned = {job.name: job for job in again.jobs}
     assert planned["pretrain-rgmim-vit-s0-m0.75"].skip_reason is not None
     cross_runs = [job.name for job in again.jobs if job.kind == "finetune" and job.method == "cross"]
@@ -172,11 +174,11 @@ def test_report_is_built_from_the_sweep_records(finished_sweep: dict[str, Any]) 
 def test_an_unknown_partition_is_a_config_error(cluster_profile: Path, tmp_path: Path) -> None:
     profile = tmp_path / "nosuch.yaml"
     profile.write_text(yaml.safe_dump({**yaml.safe_load(cluster_profile.read_text()), "partition": "nosuch"}))
-    sweep = sweep_module.plan_sweep(parse(
+    sweep = planning.plan_sweep(parse(
         "sweep", "--methods", "scratch", "--fractions", "0.5", "--profile", "smoke", "--executor", "slurm",
         "--cluster", str(profile), "--results", str(tmp_path / "results")))
     with pytest.raises(ConfigError) as caught:
-        sweep_module.launch(sweep)
+        executors.launch(sweep)
     message = str(caught.value)
     assert f"cluster profile {profile}: field 'partition': the cluster has no partition 'nosuch'" in message
     assert "sbatch: error: invalid partition specified: nosuch" in message
@@ -196,18 +198,18 @@ def test_a_two_task_profile_runs_each_job_as_two_ddp_ranks(cluster_profile: Path
                                        "cpus_per_task": 1, "gpus_per_node": 0}))
     grid = ["--methods", "rgmim", "--fractions", "0.1", "--seeds", "0", "--profile", "smoke",
             *(item for override in DDP_OVERRIDES for item in ("--set", override))]
-    sweep = sweep_module.plan_sweep(parse(
+    sweep = planning.plan_sweep(parse(
         "sweep", *grid, "--executor", "slurm", "--cluster", str(profile), "--results", str(tmp_path / "results"),
         "--cache-dir", str(tmp_path / "cache"), "--name", "ddp"))
-    assert sweep_module.launch(sweep) == 0
-    manifest = sweep_module.read_manifest(sweep.manifest)
+    assert executors.launch(sweep) == 0
+    manifest = manifests.read_manifest(sweep.manifest)
     jobs = {entry["name"]: submitit.SlurmJob(manifest["submitit_folder"], entry["job_id"], tasks=(0, 1))
             for entry in manifest["jobs"]}
     try:
-        twin = sweep_module.plan_sweep(parse(  # one process, here, while the cluster works
+        twin = planning.plan_sweep(parse(  # one process, here, while the cluster works
             "sweep", *grid, "--executor", "local", "--results", str(tmp_path / "twin"),
             "--cache-dir", str(tmp_path / "twin-cache"), "--name", "twin"))
-        assert sweep_module.launch(twin) == 0
+        assert executors.launch(twin) == 0
         wait_until(lambda: all(job.done(force_check=True) for job in jobs.values()), DDP_TIMEOUT_S,
                    "the end of both two-task jobs", interval_s=1)
         (run,) = [name for name in jobs if not name.startswith("pretrain-")]

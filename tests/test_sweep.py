@@ -16,14 +16,18 @@ from pathlib import Path
 import pytest
 import submitit
 
-from benchmark import status as status_module
-from benchmark import sweep as sweep_module
+from benchmark.sweep import status as status_module
+from benchmark import cli
+from benchmark.sweep import executors
+from benchmark.sweep import manifest as manifests
 from benchmark.cli import build_parser
 from benchmark.errors import ConfigError
 from benchmark.errors import DataError
 from benchmark.records import write_record
 from benchmark.records import record_path
-from benchmark.sweep import FinetuneJob, PlannedJob, PretrainJob, carry_over, plan_sweep, settle_pretraining
+from benchmark.sweep.jobs import FinetuneJob, PretrainJob
+from benchmark.sweep.manifest import PlannedJob
+from benchmark.sweep.plan import carry_over, plan_sweep, settle_pretraining
 from test_records import make_record  # pytest puts tests/ on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,11 +39,11 @@ def parse(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def plan(tmp_path: Path, *argv: str) -> sweep_module.Sweep:
+def plan(tmp_path: Path, *argv: str) -> manifests.Sweep:
     return plan_sweep(parse("sweep", "--profile", "smoke", "--results", str(tmp_path / "results"), *argv))
 
 
-def counts(sweep: sweep_module.Sweep) -> dict[str, tuple[int, int]]:
+def counts(sweep: manifests.Sweep) -> dict[str, tuple[int, int]]:
     """kind -> (jobs to submit, jobs skipped)."""
     return {kind: (sum(job.kind == kind and job.skip_reason is None for job in sweep.jobs),
                    sum(job.kind == kind and job.skip_reason is not None for job in sweep.jobs))
@@ -173,7 +177,7 @@ def test_dry_run_prints_counts_dependencies_and_estimates(tmp_path: Path, capsys
     results = tmp_path / "results"
     arguments = ("--profile", "smoke", "--results", str(results), "--methods", "rgmim,scratch", "--fractions",
                  "0.25,0.5", "--cluster", str(LOCAL_PROFILE), "--dry-run")
-    assert sweep_module.sweep_command(parse("sweep", *arguments)) == 0
+    assert cli.sweep_command(parse("sweep", *arguments)) == 0
     output = capsys.readouterr().out
     assert "pretraining jobs: 1 to submit, 0 skipped" in output
     assert "fine-tuning jobs: 6 to submit, 0 skipped" in output
@@ -184,7 +188,7 @@ def test_dry_run_prints_counts_dependencies_and_estimates(tmp_path: Path, capsys
 
     job = next(job for job in plan_sweep(parse("sweep", *arguments)).jobs if job.kind == "finetune")
     write_finished_record(results, job)  # make_record: fine-tuning 60 * 0.25 + 5 s, pretraining 120 s
-    sweep_module.sweep_command(parse("sweep", *arguments))
+    cli.sweep_command(parse("sweep", *arguments))
     output = capsys.readouterr().out
     assert "fine-tuning jobs: 5 to submit, 1 skipped" in output
     assert "measured (training time only, no start-up or queueing): pretraining 120 process-s mean over 1 " \
@@ -200,7 +204,7 @@ def test_dry_run_estimate_counts_the_processes_that_made_each_record(tmp_path: P
                  "--cluster", str(LOCAL_PROFILE), "--dry-run")
     job = next(job for job in plan_sweep(parse("sweep", *arguments)).jobs if job.kind == "finetune")
     write_finished_record(results, job, processes=2)
-    sweep_module.sweep_command(parse("sweep", *arguments))
+    cli.sweep_command(parse("sweep", *arguments))
     # two ranks for 120 s and 20 s are 240 and 40 process-s: one pretraining + one fine-tuning left = 280 s
     assert "pretraining 240 process-s mean over 1 records, fine-tuning 40 process-s mean over 1 records -> " \
            "about 0.08 job-hours at 1 process per job" in capsys.readouterr().out
@@ -269,7 +273,7 @@ def test_missing_weights_file_is_fatal_unless_dry_run(tmp_path: Path) -> None:
     arguments = ("--methods", "cross", "--fractions", "0.5", "--weights-resnet", str(tmp_path / "gone.pth"))
     assert "does not exist" in plan(tmp_path, *arguments, "--dry-run").problems[0]
     with pytest.raises(ConfigError, match="cross \\(resnet\\): resnet.weights: weights file .*gone.pth does not exist"):
-        sweep_module.launch(plan(tmp_path, *arguments, "--executor", "local"))
+        executors.launch(plan(tmp_path, *arguments, "--executor", "local"))
 
 
 def test_unwritable_results_folder(tmp_path: Path) -> None:
@@ -278,7 +282,7 @@ def test_unwritable_results_folder(tmp_path: Path) -> None:
     sweep = plan_sweep(parse("sweep", "--profile", "smoke", "--methods", "scratch", "--fractions", "0.5",
                              "--executor", "local", "--results", str(blocker / "results")))
     with pytest.raises(ConfigError, match=f"--results {blocker / 'results'}: cannot write there"):
-        sweep_module.launch(sweep)
+        executors.launch(sweep)
 
 
 def test_sbatch_refusing_the_partition_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -296,7 +300,7 @@ def test_sbatch_refusing_the_partition_is_a_config_error(tmp_path: Path, monkeyp
     sweep = plan(tmp_path, "--methods", "scratch", "--fractions", "0.5", "--executor", "slurm",
                  "--cluster", str(profile))
     with pytest.raises(ConfigError) as caught:
-        sweep_module.launch(sweep)
+        executors.launch(sweep)
     message = str(caught.value)
     assert f"cluster profile {profile}: field 'partition'" in message and "'nosuch'" in message
     assert "sbatch: error: invalid partition specified: nosuch" in message
@@ -318,17 +322,17 @@ def test_local_executor_runs_a_tiny_sweep(tmp_path: Path, capsys: pytest.Capture
     arguments = ("sweep", "--methods", "rgmim,scratch", "--fractions", "0.5", "--seeds", "0", "--profile", "smoke",
                  "--executor", "local", "--cache-dir", str(tmp_path / "cache"), "--results", str(tmp_path / "results"),
                  "--name", "tiny")
-    assert sweep_module.sweep_command(parse(*arguments)) == 0
+    assert cli.sweep_command(parse(*arguments)) == 0
     records = sorted(path.name for path in (tmp_path / "results" / "runs").glob("*.json"))
     assert [name.split("-f")[0] for name in records] == ["rgmim-vit", "scratch-resnet", "scratch-vit"]
-    manifest = sweep_module.read_manifest(tmp_path / "results" / "sweeps" / "tiny.json")
+    manifest = manifests.read_manifest(tmp_path / "results" / "sweeps" / "tiny.json")
     assert [job["state"] for job in manifest["jobs"]] == ["done"] * 4
     assert manifest["jobs"][0]["kind"] == "pretrain"  # dependency order
 
     assert status_module.status_command(parse("status", "--results", str(tmp_path / "results"))) == 0
     assert "done 4, running 0, pending 0, failed 0" in capsys.readouterr().out
 
-    assert sweep_module.sweep_command(parse(*arguments)) == 0  # finished: nothing runs again
+    assert cli.sweep_command(parse(*arguments)) == 0  # finished: nothing runs again
     assert "ran 0 jobs here, 0 failed (4 skipped)" in capsys.readouterr().out
 
 
@@ -340,7 +344,7 @@ def test_local_executor_records_failures_and_status_shows_them(tmp_path: Path,
     sweep = plan(tmp_path, "--methods", "cross", "--fractions", "0.5", "--weights-resnet", str(weights),
                  "--executor", "local", "--cache-dir", str(tmp_path / "cache"))
     weights.unlink()  # after planning: the pretraining job fails on it
-    assert sweep_module.launch(sweep) == 1
+    assert executors.launch(sweep) == 1
     capsys.readouterr()
     assert status_module.status_command(parse("status", "--results", str(results))) == 0
     output = capsys.readouterr().out

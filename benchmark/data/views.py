@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from benchmark.distributed import batch_uniform
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # spec §0.1: every method normalises with ImageNet statistics
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # protocol §0: every method normalises with ImageNet statistics
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LIGHTLY_BLUR_REFERENCE_SIZE = 224  # lightly's blur sigmas are in pixels at 224 px; scaled to our size
 
@@ -57,7 +57,7 @@ def to_unit(batch_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) in [0, 1] -> (B, 3, H, W) ImageNet-normalised (greyscale replicated, spec §0.1)."""
+    """(B, 1, H, W) in [0, 1] -> (B, 3, H, W) ImageNet-normalised (greyscale replicated, protocol §0)."""
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images.expand(-1, 3, -1, -1) - mean) / std

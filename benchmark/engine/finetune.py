@@ -1,4 +1,4 @@
-"""Fine-tuning shared by all ten model variants (spec §0.2): encoder + one linear head, cross-entropy.
+"""Fine-tuning shared by all ten model variants (protocol §8): encoder + one linear head, cross-entropy.
 
 Evaluates on the test set after every epoch; the headline is the final epoch's accuracy (there is no
 validation split in the paper, so choosing the best epoch on the test set would leak).
@@ -79,7 +79,7 @@ def build_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Opti
 
 
 def training_view(config: Config) -> ViewSpec:
-    return ViewSpec(min_scale=config.finetune.min_scale)  # spec §0.2: mild crop + flip, nothing else
+    return ViewSpec(min_scale=config.finetune.min_scale)  # protocol §8: mild crop + flip, nothing else
 
 
 def classification_backward(trained: nn.Module, views: torch.Tensor, labels: torch.Tensor, global_size: int,

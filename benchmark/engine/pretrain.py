@@ -115,7 +115,7 @@ def train(method: Method, config: Config, data: PreparedData, device: torch.devi
     apply_fast_paths(model, device, config)
     trained = distributed.wrap(model, device)
     pool = TensorPool(data.images, data.masks if model.uses_masks else None, data.labels, data.train_idx, device)
-    steps_per_epoch = len(pool) // settings.batch_size  # drop_last=True (spec §0.3)
+    steps_per_epoch = len(pool) // settings.batch_size  # drop_last=True (protocol §0)
     if steps_per_epoch == 0:
         raise ConfigError(f"pretrain.batch_size={settings.batch_size} is larger than the training pool "
                           f"({len(pool)} images): lower it")

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 from benchmark.errors import ConfigError
 from benchmark.records import record_path
-from benchmark.sweep import IN_FLIGHT_STATES, manifest_path, read_manifest, slurm_states
+from benchmark.sweep.manifest import manifest_path, read_manifest
+from benchmark.sweep.slurm_state import IN_FLIGHT_STATES, slurm_states
 
 CATEGORIES = ("done", "running", "pending", "failed")
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING", "SIGNALING",
