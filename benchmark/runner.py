@@ -21,7 +21,8 @@ from benchmark.engine.identity import run_id
 from benchmark.engine.pretrain import pretrained_encoder
 from benchmark.engine.runtime import code_version, hardware, resolve_device
 from benchmark.errors import ConfigError
-from benchmark.records import SCHEMA_VERSION, method_facts, read_record, record_path, write_record
+from benchmark.records.schema import SCHEMA_VERSION, method_facts
+from benchmark.records.store import read_record, record_path, write_record
 from methods import METHODS
 from methods.backbones import build_encoder, load_imagenet_encoder, weights_path
 from methods.base import Method

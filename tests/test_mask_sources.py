@@ -26,7 +26,7 @@ from benchmark.data.segmenter import segment_lungs, template_field
 from benchmark.data.prepare import PreparedData, prepare
 from benchmark.errors import DataError
 from benchmark.engine.identity import encoder_cache_key, run_id
-from benchmark.records import write_record
+from benchmark.records.store import write_record
 from benchmark.report import build_report
 from conftest import QU_EX_SAMPLE, RADIOGRAPHY_SAMPLE, prepare_data
 from methods import METHODS

@@ -21,10 +21,9 @@ import methods
 from benchmark.config import to_dict
 from benchmark.errors import RecordError
 from benchmark.paper_grid import PAPER_ROWS, TABLE2_ROWS
-from benchmark.records import (
-    REQUIRED_KEYS, SCHEMA_VERSION, RecordWarning, load_records, method_facts, read_record, records_frame, row_label,
-    row_order, validate_record, write_record,
-)
+from benchmark.records.frame import records_frame, row_label, row_order
+from benchmark.records.schema import REQUIRED_KEYS, SCHEMA_VERSION, method_facts, validate_record
+from benchmark.records.store import RecordWarning, load_records, read_record, write_record
 from benchmark.runner import configure
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia"]

@@ -12,11 +12,13 @@ import pytest
 from matplotlib.image import imread
 
 from benchmark.paper_grid import PAPER_ROWS
-from benchmark.records import RecordWarning, records_frame, write_record
+from benchmark.records.frame import records_frame
+from benchmark.records.store import RecordWarning, write_record
 from benchmark.cli import build_parser
 from benchmark.report import build_report, paper
-from benchmark.report.tables import (bootstrap_mean_ci, group_sections, paired_differences, table2_compute_markdown,
-                                     table2_stats)
+from benchmark.report.sections import group_sections
+from benchmark.report.statistics import bootstrap_mean_ci, paired_differences, table2_stats
+from benchmark.report.tables import table2_compute_markdown
 from test_records import make_record  # pytest puts tests/ on sys.path (rootdir-less test modules)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

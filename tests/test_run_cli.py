@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from benchmark.runner import configure
-from benchmark.records import validate_record
+from benchmark.records.schema import validate_record
 from methods import METHODS
 
 REGISTRY_ENTRIES = [(name, arch) for name, method in METHODS.items() for arch in method.archs]

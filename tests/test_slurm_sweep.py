@@ -28,8 +28,8 @@ from benchmark.sweep import plan as planning
 from benchmark.cli import build_parser
 from benchmark.sweep.cluster import load_cluster_profile, slurm_available
 from benchmark.errors import ConfigError
-from benchmark.records import read_record
-from benchmark.records import record_path
+from benchmark.records.store import read_record
+from benchmark.records.store import record_path
 from test_ddp import assert_same_training  # pytest puts tests/ on sys.path (rootdir-less test modules)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

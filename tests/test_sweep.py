@@ -23,8 +23,8 @@ from benchmark.sweep import manifest as manifests
 from benchmark.cli import build_parser
 from benchmark.errors import ConfigError
 from benchmark.errors import DataError
-from benchmark.records import write_record
-from benchmark.records import record_path
+from benchmark.records.store import write_record
+from benchmark.records.store import record_path
 from benchmark.sweep.jobs import FinetuneJob, PretrainJob
 from benchmark.sweep.manifest import PlannedJob
 from benchmark.sweep.plan import carry_over, plan_sweep, settle_pretraining

@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from benchmark.records import RecordWarning
+    from benchmark.records.store import RecordWarning
     from benchmark.report.build import build_report
 
     # Skipped files and "no runs" become one plain "warning:" line each instead of Python's warning format.

@@ -5,10 +5,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from benchmark.records import RecordWarning, atomic_write_text, records_frame, scan_records
-from benchmark.report import paper, tables
+from benchmark.files import atomic_write_text
+from benchmark.records.frame import records_frame
+from benchmark.records.store import RecordWarning, scan_records
+from benchmark.report import paper, protocol, statistics, tables
+from benchmark.report import sections as grouping
 from benchmark.report.plots import draw_figures
-from benchmark.report.tables import Section
+from benchmark.report.sections import Section
 
 COMMAND = "python -m benchmark report"
 README = "README.md"
@@ -42,13 +45,13 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
     """The section's Markdown and the figure files it drew."""
     runs = section.runs
     default_ratio = f"{paper.DEFAULT_MASK_RATIO:.2f}"
-    has_table2_runs = not tables.table2_runs(runs).empty
+    has_table2_runs = not statistics.table2_runs(runs).empty
     lines = [
         f'<a id="{section.slug}"></a>',
         "",
         f"## {section.title}",
         "",
-        tables.banner(section),
+        protocol.banner(section),
         "",
         f"{_count(len(runs), 'run')}; seeds {', '.join(str(s) for s in sorted(runs['seed'].unique()))}; "
         f"finished {runs['finished_at'].min()} to {runs['finished_at'].max()}.",
@@ -59,8 +62,8 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
     if has_table2_runs:
         lines += [f"{len(section.classes)}-class test accuracy, mean ± std over seeds (n = seeds); **bold**: best "
                   "mean per column; beneath: the paper's value and Δ = ours − paper. MIM rows at mask ratio "
-                  f"{default_ratio} only. {tables.describe_row_labels()}",
-                  "", tables.table2_markdown(tables.table2_stats(runs)), ""]
+                  f"{default_ratio} only. {protocol.describe_row_labels()}",
+                  "", tables.table2_markdown(statistics.table2_stats(runs)), ""]
         missing = tables.missing_paper_rows(runs)
         if missing:
             lines += [f"Paper rows without runs here: {', '.join(missing)}. Transfer and Cross start from ImageNet "
@@ -68,14 +71,14 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
                       "downloaded.", ""]
     else:
         lines += [f"No runs count in Table 2: its MIM rows need mask ratio {default_ratio} and RGMIM "
-                  f"`{tables.EXPERT_REGION}` masks (the dataset's own).", ""]
+                  f"`{grouping.EXPERT_REGION}` masks (the dataset's own).", ""]
 
     lines += ["### Table 3: test accuracy by mask ratio, 100 % of training labels", ""]
-    table3 = tables.table3_stats(runs)
+    table3 = statistics.table3_stats(runs)
     lines += [tables.table3_markdown(table3) if not table3.empty
               else "No RGMIM or MAE runs with 100 % of the training labels in this section.", ""]
 
-    if tables.has_other_mask_sources(runs):
+    if statistics.has_other_mask_sources(runs):
         lines += ["### RGMIM by lung-mask source", "",
                   "Test accuracy of RGMIM (and any other region-guided method) by where its lung region came from "
                   "(`--mask-source`): `gt` the dataset's own "
@@ -84,10 +87,10 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
                   "`sam` Segment Anything, `none` no region (RGMIM's masking is then MAE's random masking). "
                   f"Mean ± std over seeds (n = seeds); **bold**: best mean per column; mask ratio {default_ratio} "
                   "only. Only `gt` runs count in Tables 2 and 3.",
-                  "", tables.mask_source_markdown(tables.mask_source_stats(runs)), ""]
+                  "", tables.mask_source_markdown(statistics.mask_source_stats(runs)), ""]
 
     lines += ["### RGMIM − MAE, paired by seed", ""]
-    differences = tables.paired_differences(runs)
+    differences = statistics.paired_differences(runs)
     if differences.empty:
         lines += [f"Needs both RGMIM and MAE runs at mask ratio {default_ratio}; this section lacks one of them.", ""]
     else:
@@ -120,7 +123,7 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
         "",
         "### Protocol",
         "",
-        *[f"- {note}" for note in tables.protocol_notes(section)],
+        *[f"- {note}" for note in protocol.protocol_notes(section)],
         "",
     ]
     return lines, [path for _, path in figures]
@@ -144,7 +147,7 @@ def build_report(results_dir: Path) -> Path:
     scan = scan_records(results_dir / "runs")
     for _, reason in scan.skipped:
         warnings.warn(f"skipping {reason}", RecordWarning, stacklevel=2)
-    sections = tables.group_sections(scan.records)
+    sections = grouping.group_sections(scan.records)
     plots_dir = results_dir / PLOTS_DIR
 
     lines = _header(len(scan.records), scan.skipped, results_dir)
@@ -164,7 +167,7 @@ def build_report(results_dir: Path) -> Path:
         figures.update(section_figures)
     _remove_stale_plots(plots_dir, figures)
 
-    frame = tables.with_mask_source(records_frame(scan.records), scan.records)
+    frame = grouping.with_mask_source(records_frame(scan.records), scan.records)
     if not frame.empty:
         kept = {record["run_id"] for section in sections for record in section.records}
         frame["superseded"] = ~frame["run_id"].isin(kept)

@@ -19,9 +19,11 @@ from matplotlib.figure import Figure
 
 from benchmark.files import atomic_write_bytes, stable_hash
 from benchmark.paper_grid import PAPER_ROWS
-from benchmark.records import row_label, row_order
+from benchmark.records.frame import row_label, row_order
 from benchmark.report import paper
-from benchmark.report.tables import Section, fraction_label, table2_runs, table2_stats, table3_stats
+from benchmark.report.formatting import fraction_label
+from benchmark.report.sections import Section
+from benchmark.report.statistics import table2_runs, table2_stats, table3_stats
 
 DPI = 110
 

@@ -12,7 +12,7 @@ from benchmark.sweep.manifest import Sweep
 def measured_process_times(results: Path, profile: str) -> dict[str, tuple[float, int]]:
     """Mean training time per job kind, in process-seconds (wall time x processes, so that records of DDP
     jobs of any size compare), from the records of this config profile: kind -> (process-seconds, n)."""
-    from benchmark.records import scan_records
+    from benchmark.records.store import scan_records
 
     records = [record for record in scan_records(results / "runs").records if record["profile"] == profile]
     # records written before DDP carry no process count: they ran one process

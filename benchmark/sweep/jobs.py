@@ -32,7 +32,7 @@ class FinetuneJob(submitit.helpers.Checkpointable):
         self.method, self.arch, self.fraction, self.options, self.results = method, arch, fraction, options, results
 
     def __call__(self) -> dict:
-        from benchmark.records import record_path
+        from benchmark.records.store import record_path
         from benchmark.runner import execute
 
         record = execute(self.method, self.fraction, resolve_config(self.options), Path(self.results),

@@ -62,7 +62,7 @@ def plan_jobs(grid: Grid, seeds: tuple[int, ...], base: dict[str, Any], weights:
     """Pretraining jobs (one per encoder) then fine-tuning jobs (one per run), and the problems found."""
     from benchmark.data.prepare import identify
     from benchmark.engine.identity import run_id
-    from benchmark.records import record_path
+    from benchmark.records.store import record_path
     from methods import METHODS
 
     pretraining: dict[str, PlannedJob] = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmark.errors import ConfigError
-from benchmark.records import record_path
+from benchmark.records.store import record_path
 from benchmark.sweep.manifest import manifest_path, read_manifest
 from benchmark.sweep.slurm_state import IN_FLIGHT_STATES, slurm_states
 

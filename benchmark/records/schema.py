@@ -1,43 +1,21 @@
-"""Run records: one JSON file per finished run, the single source of truth for every reported number.
-
-A record is written once, atomically, at the end of a run (``write_record``) and read back by the
-report (``load_records``), which skips unreadable or schema-invalid files with a warning instead of
-failing, so one bad file never hides the other results.
-"""
+"""What a run record must hold: the schema, checked before every write and after every read."""
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
-from benchmark.errors import RecordError
-from benchmark.files import atomic_write_text
-from benchmark.paper_grid import PAPER_ROWS
 
 SCHEMA_VERSION = 2  # 2: method_info, method-owned config sections, content fingerprints
 
 ARCHS = ("vit", "resnet")
-ARCH_NAMES = {"vit": "ViT", "resnet": "ResNet"}
-
-
-
 def method_facts(method: Any) -> dict[str, Any]:
     """What the report needs to know of a registry entry, stored in each record (the report reads records
     only, never the registry: a report builds without torch, and records of retired methods still show)."""
     return {"display": method.display, "archs": list(method.archs), "pretrains": method.build_pretrainer is not None,
             "region_guided": method.region_guided, "uses_mask_ratio": method.uses_mask_ratio, "init": method.init}
-
-
-def record_path(results: Path, identifier: str) -> Path:
-    return Path(results) / "runs" / f"{identifier}.json"
-
 
 # Top-level keys and, for sections, the keys each must hold. ``pretrain`` is null without a pretraining stage.
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -57,25 +35,6 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
 }
 HISTORY_KEYS = ("epoch", "train_loss", "accuracy", "macro_f1", "lr")
 
-
-class RecordWarning(UserWarning):
-    """A run record file was skipped while loading a results folder."""
-
-
-def row_label(info: dict[str, Any], arch: str) -> str:
-    """Display name of a Table 2 row: "RGMIM", "BYOL", "Transfer (ViT)", "BYOL (ViT)" off the method's backbone.
-
-    Only a method with a single backbone, run on it, leaves the backbone unnamed (``info``: method_facts).
-    """
-    return info["display"] if info["archs"] == [arch] else f"{info['display']} ({ARCH_NAMES[arch]})"
-
-
-def row_order(method: str, arch: str) -> int:
-    """Sort key: the paper's rows in its order; every other row after them (then sorted by its label)."""
-    return PAPER_ROWS.index((method, arch)) if (method, arch) in PAPER_ROWS else len(PAPER_ROWS)
-
-
-# ---------------------------------------------------------------------------------------------- validation
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -213,131 +172,3 @@ def validate_record(record: Any) -> list[str]:
     problems.extend(_check_timestamp(record["started_at"], "started_at"))
     problems.extend(_check_timestamp(record["finished_at"], "finished_at"))
     return problems
-
-
-# ---------------------------------------------------------------------------------------------- files
-
-def _to_builtin(value: Any) -> Any:
-    """JSON fallback for numpy/torch scalars and arrays, which all offer ``tolist``."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def write_record(path: Path, record: dict) -> None:
-    """Validate ``record`` and write it atomically as JSON; raises RecordError before writing if invalid."""
-    path = Path(path)
-    normalised = json.loads(json.dumps(record, default=_to_builtin))
-    problems = validate_record(normalised)
-    if problems:
-        raise RecordError(f"{path}: refusing to write an invalid run record: " + "; ".join(problems))
-    atomic_write_text(path, json.dumps(normalised, indent=2, allow_nan=False) + "\n")
-
-
-def read_record(path: Path) -> dict:
-    """Read and validate one record; raises RecordError naming the file and the problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecordError(f"{path}: cannot read run record ({error})") from error
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise RecordError(f"{path}: not valid JSON, truncated or corrupt "
-                          f"({error.msg} at line {error.lineno}, column {error.colno})") from error
-    problems = validate_record(record)
-    if problems:
-        raise RecordError(f"{path}: invalid run record: " + "; ".join(problems))
-    return record
-
-
-@dataclass
-class RecordScan:
-    """The usable records of a folder and the files skipped, each with the reason."""
-
-    records: list[dict] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def scan_records(directory: Path) -> RecordScan:
-    """Read every ``*.json`` in ``directory`` (sorted by name); a missing folder holds no records."""
-    scan = RecordScan()
-    directory = Path(directory)
-    if not directory.is_dir():
-        return scan
-    for path in sorted(directory.glob("*.json")):
-        try:
-            scan.records.append(read_record(path))
-        except RecordError as error:
-            scan.skipped.append((path, str(error)))
-    return scan
-
-
-def load_records(directory: Path) -> list[dict]:
-    """Every valid record in ``directory``; each unusable file is skipped with a RecordWarning naming it."""
-    scan = scan_records(directory)
-    for _, reason in scan.skipped:
-        warnings.warn(f"skipping {reason}", RecordWarning, stacklevel=2)
-    return scan.records
-
-
-# ---------------------------------------------------------------------------------------------- table
-
-def _record_row(record: dict) -> dict[str, Any]:
-    method, arch = record["method"], record["arch"]
-    metrics, dataset, hardware = record["metrics"], record["dataset"], record["hardware"]
-    pretrain = record["pretrain"] or {}
-    row: dict[str, Any] = {
-        "run_id": record["run_id"],
-        "method": method,
-        "arch": arch,
-        "row": row_label(record["method_info"], arch),
-        "region_guided": record["method_info"]["region_guided"],
-        "row_order": row_order(method, arch),
-        # Rounded so that 0.1 written by different code paths groups as one fraction.
-        "fraction": round(float(record["fraction"]), 6),
-        "seed": record["seed"],
-        "mask_ratio": None if record["mask_ratio"] is None else round(float(record["mask_ratio"]), 6),
-        "profile": record["profile"],
-        "dataset": dataset["name"],
-        "fingerprint": dataset["fingerprint"],
-        "train_pool": dataset["train_pool"],
-        "test_size": dataset["test"],
-        "finetune_subset": dataset["finetune_subset"],
-        "accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "macro_auroc": metrics["macro_auroc"],
-        "best_epoch_accuracy": metrics["best_epoch_accuracy"],
-    }
-    row.update({f"recall_{cls}": value for cls, value in metrics["per_class_recall"].items()})
-    row.update({f"auroc_{cls}": value for cls, value in metrics["auroc"].items()})
-    row.update({
-        "pretrain_cache_key": pretrain.get("cache_key"),
-        "pretrain_reused": pretrain.get("reused"),
-        "pretrain_epochs": pretrain.get("epochs"),
-        "pretrain_wall_time_s": pretrain.get("wall_time_s"),
-        "pretrain_images_per_s": pretrain.get("images_per_s"),
-        "finetune_epochs": record["finetune"]["epochs"],
-        "finetune_wall_time_s": record["finetune"]["wall_time_s"],
-        "finetune_images_per_s": record["finetune"]["images_per_s"],
-        "device": hardware["device"],
-        "gpu": hardware["gpu"],
-        "cpu_count": hardware["cpu_count"],
-        "torch": hardware["torch"],
-        "commit": record["code_version"]["commit"],
-        "dirty": record["code_version"]["dirty"],
-        "started_at": record["started_at"],
-        "finished_at": record["finished_at"],
-    })
-    return row
-
-
-def records_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per run with flattened columns, sorted by dataset, profile, paper row order, fraction, seed."""
-    frame = pd.DataFrame([_record_row(record) for record in records])
-    if frame.empty:
-        return frame
-    frame["mask_ratio"] = frame["mask_ratio"].astype(float)
-    sort_keys = ["dataset", "fingerprint", "profile", "row_order", "fraction", "mask_ratio", "seed", "run_id"]
-    return frame.sort_values(sort_keys, na_position="first").reset_index(drop=True)

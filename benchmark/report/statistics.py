@@ -1,0 +1,118 @@
+"""The statistics behind the tables: which runs count, mean ± std over seeds, paired bootstrap CIs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from benchmark.report import paper
+from benchmark.report.sections import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXPERT_REGION, MINUEND, SUBTRAHEND
+
+def expert_region(runs: pd.DataFrame) -> pd.Series:
+    """Rows that are not region-guided or were guided by the dataset's own masks, as in the paper."""
+    sources = runs["mask_source"] if "mask_source" in runs else pd.Series(EXPERT_REGION, index=runs.index)
+    return ~runs["region_guided"].astype(bool) | sources.eq(EXPERT_REGION)
+
+
+def table2_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that count in Table 2: every non-MIM run, MIM runs only at the paper's default mask ratio, and
+    RGMIM only guided by the dataset's own masks (other sources have their own table)."""
+    default_ratio = np.isclose(runs["mask_ratio"].astype(float), paper.DEFAULT_MASK_RATIO)
+    return runs[(runs["mask_ratio"].isna() | default_ratio) & expert_region(runs)]
+
+
+def summarize(runs: pd.DataFrame, by: list[str], value: str = "accuracy") -> pd.DataFrame:
+    """Mean, sample standard deviation (ddof=1, NaN for one seed) and count of ``value`` per group."""
+    return runs.groupby(by, dropna=False)[value].agg(mean="mean", std="std", n="count").reset_index()
+
+
+def _mark_best(stats: pd.DataFrame, column: str) -> pd.Series:
+    """Best mean per ``column`` value, compared at display precision so ties on screen are all bold."""
+    shown = stats["mean"].round(3)
+    return shown == shown.groupby(stats[column]).transform("max")
+
+
+def table2_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (row, fraction): mean, std, n over seeds, bold flag, the paper's value and ours − paper."""
+    stats = summarize(table2_runs(runs), ["row_order", "row", "method", "arch", "fraction"])
+    return _beside_paper(stats, "fraction", paper.table2_accuracy, best_within="fraction")
+
+
+def table3_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (MIM row, mask ratio) with 100 % of the labels: mean, std, n, bold flag, paper and ours − paper."""
+    full = runs[runs["mask_ratio"].notna() & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
+    stats = summarize(full, ["row_order", "row", "method", "arch", "mask_ratio"])
+    return _beside_paper(stats, "mask_ratio", paper.table3_accuracy, best_within="row")
+
+
+def _beside_paper(stats: pd.DataFrame, setting: str, paper_accuracy, best_within: str) -> pd.DataFrame:
+    """Add the paper's value for each (method, arch, setting), ours − paper, and the bold flag."""
+    stats["paper"] = pd.Series([paper_accuracy(m, a, x)
+                                for m, a, x in zip(stats["method"], stats["arch"], stats[setting])],
+                               index=stats.index, dtype=float)
+    stats["delta"] = stats["mean"] - stats["paper"]
+    stats["best"] = _mark_best(stats, best_within)
+    return stats
+
+
+def mask_source_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of region-guided methods (RGMIM) at the paper's default mask ratio, every mask source."""
+    default_ratio = np.isclose(runs["mask_ratio"].astype(float), paper.DEFAULT_MASK_RATIO)
+    return runs[runs["region_guided"].astype(bool) & default_ratio]
+
+
+def has_other_mask_sources(runs: pd.DataFrame) -> bool:
+    """Region-guided runs at the default mask ratio with another region than the dataset's own masks exist."""
+    return bool((~expert_region(mask_source_runs(runs))).any())
+
+
+def mask_source_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (region-guided row, mask source, fraction): mean, std, n over seeds of accuracy and a bold flag."""
+    stats = summarize(mask_source_runs(runs), ["row_order", "row", "mask_source", "fraction"])
+    stats["best"] = _mark_best(stats, "fraction")
+    return stats
+
+
+def bootstrap_mean_ci(values: ArrayLike, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                      rng_seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(rng_seed)
+    picks = rng.integers(0, len(values), size=(resamples, len(values)))
+    means = values[picks].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def paired_differences(runs: pd.DataFrame, minuend: tuple[str, str] = MINUEND,
+                       subtrahend: tuple[str, str] = SUBTRAHEND) -> pd.DataFrame:
+    """Per fraction: accuracy of ``minuend`` − ``subtrahend`` paired by seed (Table 2 runs).
+
+    Columns: fraction, pairs, mean, ci_low, ci_high (NaN with fewer than 2 pairs), paper.
+    Empty when either method has no Table 2 runs.
+    """
+    table2 = table2_runs(runs)
+
+    def accuracy_by_seed(method: str, arch: str) -> pd.Series:
+        chosen = table2[(table2["method"] == method) & (table2["arch"] == arch)]
+        return chosen.set_index(["fraction", "seed"])["accuracy"]
+
+    first, second = accuracy_by_seed(*minuend), accuracy_by_seed(*subtrahend)
+    if first.empty or second.empty:
+        return pd.DataFrame(columns=["fraction", "pairs", "mean", "ci_low", "ci_high", "paper"])
+    differences = (first - second).dropna()  # index alignment pairs by (fraction, seed)
+    rows = []
+    for fraction in sorted(set(first.index.get_level_values(0)) | set(second.index.get_level_values(0))):
+        values = differences[differences.index.get_level_values(0) == fraction].to_numpy()
+        enough = len(values) >= 2
+        low, high = bootstrap_mean_ci(values) if enough else (math.nan, math.nan)
+        paper_first, paper_second = paper.table2_accuracy(*minuend, fraction), paper.table2_accuracy(*subtrahend, fraction)
+        rows.append({
+            "fraction": fraction, "pairs": len(values), "mean": values.mean() if enough else math.nan,
+            "ci_low": low, "ci_high": high,
+            "paper": math.nan if paper_first is None or paper_second is None else paper_first - paper_second,
+        })
+    return pd.DataFrame(rows)
