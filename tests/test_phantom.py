@@ -7,7 +7,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from benchmark.data import phantom
-from benchmark.data.phantom import CLASSES, PhantomSource, generate, label_of, resize_image, resize_mask
+from benchmark.data.phantom import CLASSES, PhantomSource, generate, label_of
+from benchmark.data.source import resize_image, resize_mask
 from benchmark.errors import DataError
 
 SMALL = 96  # native size for the fast tests: every code path, a fraction of the time

@@ -23,7 +23,7 @@ from PIL import Image
 from benchmark.config import DataConfig
 from benchmark.data.cache import resolve_cache_root
 from benchmark.data.fingerprint import DigestCache
-from benchmark.data.source import Item, Source
+from benchmark.data.source import Item, Source, resize_image, resize_mask
 from benchmark.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -185,19 +185,6 @@ def check_same_aspect(image_path: Path, image_shape: tuple[int, ...], mask_path:
         raise DataError(f"mask {mask_path} is {mask_shape[1]}x{mask_shape[0]} but image {image_path} is "
                         f"{image_shape[1]}x{image_shape[0]}; expected the same aspect ratio "
                         f"(a mask is resized to its image, never cropped)")
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape == (size, size):
-        return image
-    # bicubic as in MAE's transforms; non-square images are stretched, like their masks
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Nearest neighbour keeps the mask binary: uint8 {0, 1}."""
-    resized = Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(resized)
 
 
 def _scale_to_uint8(values: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from benchmark.config import MASK_SOURCES, DataConfig, RegionConfig
 from benchmark.data.cache import CacheEntry, ensure_mask_cache
 from benchmark.data.fingerprint import DigestCache
-from benchmark.data.layouts import read_mask, resize_mask
+from benchmark.data.layouts import read_mask
+from benchmark.data.source import resize_mask
 from benchmark.data.mask_dir import check_mask_dir, check_pairs, pair_mask_files
 from benchmark.data.sam import SAM_MODELS, SAM_PROMPT_VERSION, SamSegmenter, check_sam_available
 from benchmark.data.segmenter import SEGMENTER_VERSION, population_field, segment_lungs

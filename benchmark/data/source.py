@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import numpy as np
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,20 @@ class Source(Protocol):
 
     def fingerprint(self) -> str:
         """Changes whenever the items or their content could have changed."""
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 greyscale to (size, size) for the decoded cache, the same for every dataset: the area average when
+    shrinking (no aliasing of ribs and noise), bicubic when enlarging; non-square images are stretched, like
+    their masks."""
+    if image.shape == (size, size):
+        return image
+    method = Image.Resampling.BOX if size < max(image.shape) else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(image).resize((size, size), method))
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest neighbour keeps the mask binary: uint8 {0, 1}."""
+    if mask.shape == (size, size):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST))

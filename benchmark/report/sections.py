@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from benchmark.config import MASK_SOURCES
 from benchmark.records.frame import records_frame
 from benchmark.report import paper
 
@@ -19,7 +20,7 @@ SUBTRAHEND = ("mae", "vit")
 MISSING = "—"
 EXPERT_REGION = "gt"  # the paper's RGMIM: the dataset's own expert masks; the only region in Tables 2 and 3
 # display order of the "RGMIM by lung-mask source" rows (masks.region_label); unknown ones follow
-MASK_SOURCE_ORDER = ("gt", "mask-dir", "classical", "prior", "sam", "none")
+MASK_SOURCE_ORDER = (MASK_SOURCES[0], "mask-dir", *MASK_SOURCES[1:])  # the user's own masks follow the dataset's
 
 
 @dataclass
