@@ -19,7 +19,7 @@ MINUEND = ("rgmim", "vit")  # the paired comparison: RGMIM - MAE, both on ViT
 SUBTRAHEND = ("mae", "vit")
 MISSING = "—"
 EXPERT_REGION = "gt"  # the paper's RGMIM: the dataset's own expert masks; the only region in Tables 2 and 3
-# display order of the "RGMIM by lung-mask source" rows (masks.region_label); unknown ones follow
+# display order of the "RGMIM by lung-mask source" rows (data/regions.py region_label); unknown ones follow
 MASK_SOURCE_ORDER = (MASK_SOURCES[0], "mask-dir", *MASK_SOURCES[1:])  # the user's own masks follow the dataset's
 
 
