@@ -18,5 +18,5 @@ common=(--profile paper --method rgmim --cache-dir "$out/cache" --set data.phant
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 timeout 300 "$python" -m benchmark bench "${common[@]}" --steps 20 --warmup 5 --compare-reference \
     --json "$out/bench-paper.json" | tee "$out/bench-paper.txt"
-timeout 300 "$python" -m benchmark bench "${common[@]}" --steps 20 --warmup 5 --set compile=true \
+timeout 300 "$python" -m benchmark bench "${common[@]}" --steps 20 --warmup 5 --set runtime.compile=true \
     --json "$out/bench-paper-compiled.json" | tee "$out/bench-paper-compiled.txt"

@@ -296,7 +296,7 @@ def test_report_keeps_other_mask_sources_out_of_table_2(tmp_path):
         ["RGMIM", "none", "0.605 ± 0.007 (n=2)"]]  # MAE's masking ignores the region: not in this table
     paired = readme.split("### RGMIM − MAE, paired by seed")[1].split("###")[0]
     assert "| 5 % | 2 | +0.050 |" in paired  # RGMIM (gt) − MAE per seed: the other sources are not paired
-    assert "`data.mask_source`" not in readme  # differing by design: no ⚠ in the protocol notes
+    assert "`region.source`" not in readme  # differing by design: no ⚠ in the protocol notes
     assert "RGMIM lung-mask sources run: `gt`, `classical`, `prior`, `none`" in readme
 
 

@@ -45,6 +45,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Nearest neighbour keeps the mask binary: uint8 {0, 1}."""
+    mask = mask.astype(np.uint8, copy=False)
     if mask.shape == (size, size):
         return mask
-    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST))
+    return np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
