@@ -16,30 +16,45 @@ from benchmark.errors import ConfigError, DataError, RecordError, TrainingError
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that resolves a config (``runner.SHORTCUTS`` maps them to fields)."""
     group = parser.add_argument_group("configuration")
-    group.add_argument("--profile", default="auto",
-                       help="paper | cpu | smoke | auto (paper on a CUDA GPU, else cpu; default)")
-    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override any config field, e.g. --set pretrain.epochs=5 or --set byol.ema_base=0.996 "
-                            "(repeatable)")
-    group.add_argument("--dataset", default=None,
-                       help="force a dataset: phantom | covid-radiography | covid-qu-ex | folder")
+    group.add_argument("--profile", default="auto", help="paper | cpu | smoke | auto (paper on a CUDA GPU, else cpu; default)")
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config field, e.g. --set pretrain.epochs=5 or --set byol.ema_base=0.996 (repeatable)",
+    )
+    group.add_argument("--dataset", default=None, help="force a dataset: phantom | covid-radiography | covid-qu-ex | folder")
     group.add_argument("--data-root", default=None, help="dataset folder (default: the embedded phantom)")
-    group.add_argument("--cache-dir", default=None,
-                       help="decoded-image cache (default: $RGMIM_CACHE or ~/.cache/rgmim-bench)")
-    group.add_argument("--missing-masks", choices=["error", "skip", "allow"], default=None,
-                       help="training images without a lung mask: fail, drop them, or use no region")
-    group.add_argument("--split-file", default=None,
-                       help="split CSV to reuse (must match the dataset) or to create; default: next to the "
-                            "cache, keyed by dataset fingerprint, split seed and test fraction")
+    group.add_argument("--cache-dir", default=None, help="decoded-image cache (default: $RGMIM_CACHE or ~/.cache/rgmim-bench)")
+    group.add_argument(
+        "--missing-masks",
+        choices=["error", "skip", "allow"],
+        default=None,
+        help="training images without a lung mask: fail, drop them, or use no region",
+    )
+    group.add_argument(
+        "--split-file",
+        default=None,
+        help="split CSV to reuse (must match the dataset) or to create; default: next to the "
+        "cache, keyed by dataset fingerprint, split seed and test fraction",
+    )
     group.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
-    group.add_argument("--mask-source", choices=MASK_SOURCES, default=None,
-                       help="RGMIM's lung region: the dataset's masks (gt, default), an unsupervised segmenter "
-                            "(classical), the average lung field (prior), Segment Anything (sam) or none "
-                            "(random masking)")
-    group.add_argument("--mask-dir", default=None,
-                       help="your own lung masks, paired with the images by file name (with --mask-source gt)")
-    group.add_argument("--sam-checkpoint", default=None,
-                       help="Segment Anything checkpoint file for --mask-source sam (never downloaded)")
+    group.add_argument(
+        "--mask-source",
+        choices=MASK_SOURCES,
+        default=None,
+        help="RGMIM's lung region: the dataset's masks (gt, default), an unsupervised segmenter "
+        "(classical), the average lung field (prior), Segment Anything (sam) or none "
+        "(random masking)",
+    )
+    group.add_argument(
+        "--mask-dir", default=None, help="your own lung masks, paired with the images by file name (with --mask-source gt)"
+    )
+    group.add_argument(
+        "--sam-checkpoint", default=None, help="Segment Anything checkpoint file for --mask-source sam (never downloaded)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -50,6 +65,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 # ---------------------------------------------------------------------------------------------- handlers
 
+
 def run_command(args: argparse.Namespace) -> int:
     from benchmark import distributed
     from benchmark.runner import execute, resolve_method
@@ -57,8 +73,15 @@ def run_command(args: argparse.Namespace) -> int:
     resolve_method(args.method, args.arch)  # name errors before any config work
     config = config_from_args(args)
     try:
-        execute(args.method, args.fraction, config, Path(args.results), arch=args.arch, force=args.force,
-                progress=not args.no_progress)
+        execute(
+            args.method,
+            args.fraction,
+            config,
+            Path(args.results),
+            arch=args.arch,
+            force=args.force,
+            progress=not args.no_progress,
+        )
     finally:
         distributed.leave()  # under torchrun: leave the process group cleanly
     return 0
@@ -78,10 +101,19 @@ def methods_command(args: argparse.Namespace) -> int:
 def data_command(args: argparse.Namespace) -> int:
     from benchmark.data import commands
 
-    handlers = {"info": commands.run_info, "prepare": commands.run_prepare, "preview": commands.run_preview,
-                "export": commands.run_export, "masks": commands.run_masks}
-    if args.data_command == "masks" and args.source is not None and args.mask_source is not None \
-            and args.source != args.mask_source:
+    handlers = {
+        "info": commands.run_info,
+        "prepare": commands.run_prepare,
+        "preview": commands.run_preview,
+        "export": commands.run_export,
+        "masks": commands.run_masks,
+    }
+    if (
+        args.data_command == "masks"
+        and args.source is not None
+        and args.mask_source is not None
+        and args.source != args.mask_source
+    ):
         raise DataError(f"--source {args.source} and --mask-source {args.mask_source} disagree; give one of them")
     return handlers[args.data_command](args, config_from_args(args))
 
@@ -118,14 +150,18 @@ def bench_command(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- parsers
 
+
 def add_run_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="pretrain (or reuse), fine-tune on a label fraction, write a record")
     run.add_argument("--method", required=True, help="a registry name (see `python -m benchmark methods`)")
     run.add_argument("--fraction", type=float, required=True, help="label fraction in (0, 1], e.g. 0.05")
-    run.add_argument("--arch", choices=["vit", "resnet"], default=None,
-                     help="encoder for transfer/scratch (default: the method's first arch)")
-    run.add_argument("--mask-ratio", type=float, default=None,
-                     help="MIM mask ratio sigma (T1: 0.75); sets METHOD.mask_ratio")
+    run.add_argument(
+        "--arch",
+        choices=["vit", "resnet"],
+        default=None,
+        help="encoder for transfer/scratch (default: the method's first arch)",
+    )
+    run.add_argument("--mask-ratio", type=float, default=None, help="MIM mask ratio sigma (T1: 0.75); sets METHOD.mask_ratio")
     run.add_argument("--weights", default=None, help="local ImageNet weights file (transfer, cross)")
     run.add_argument("--results", default="results", help="results folder; the record goes to RESULTS/runs/")
     run.add_argument("--force", action="store_true", help="rerun even when a finished record exists")
@@ -135,8 +171,11 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def add_data_parser(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="inspect, prepare, preview or export a dataset",
-                               description="Inspect, prepare, preview or export the dataset of a config.")
+    data = commands.add_parser(
+        "data",
+        help="inspect, prepare, preview or export a dataset",
+        description="Inspect, prepare, preview or export the dataset of a config.",
+    )
     subcommands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     specs = {
         "info": "classes, split and label-fraction sizes, mask coverage",
@@ -149,20 +188,35 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
         command = subcommands.add_parser(name, help=summary, description=summary)
         add_config_options(command)
         if name in ("preview", "export"):
-            command.add_argument("--out", required=True, type=Path,
-                                 help="PNG file to write" if name == "preview" else "empty or new folder")
+            command.add_argument(
+                "--out", required=True, type=Path, help="PNG file to write" if name == "preview" else "empty or new folder"
+            )
         if name in ("preview", "masks"):
             command.add_argument("--per-class", type=int, default=4, help="images per class (default 4)")
         if name == "masks":
-            command.add_argument("--source", choices=MASK_SOURCES, default=None,
-                                 help="mask source (default: --mask-source, else gt)")
-            command.add_argument("--evaluate", action="store_true",
-                                 help="pixel Dice and IoU and patch-level IoU against the dataset's own masks, "
-                                      "per class, with the worst five images")
-            command.add_argument("--per-image", type=Path, default=None, metavar="FILE.csv",
-                                 help="with --evaluate: write every image's scores to this CSV file")
-            command.add_argument("--preview", type=Path, default=None, metavar="FILE.png",
-                                 help="PNG grid per class: the dataset's outline (green) against the source's (red)")
+            command.add_argument(
+                "--source", choices=MASK_SOURCES, default=None, help="mask source (default: --mask-source, else gt)"
+            )
+            command.add_argument(
+                "--evaluate",
+                action="store_true",
+                help="pixel Dice and IoU and patch-level IoU against the dataset's own masks, "
+                "per class, with the worst five images",
+            )
+            command.add_argument(
+                "--per-image",
+                type=Path,
+                default=None,
+                metavar="FILE.csv",
+                help="with --evaluate: write every image's scores to this CSV file",
+            )
+            command.add_argument(
+                "--preview",
+                type=Path,
+                default=None,
+                metavar="FILE.png",
+                help="PNG grid per class: the dataset's outline (green) against the source's (red)",
+            )
         command.set_defaults(handler=data_command)
 
 
@@ -171,37 +225,54 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
         "report",
         help="write <results>/README.md, figures and runs.csv from the run records",
         description="Build the results README (Tables 2 and 3 with the paper's values, paired RGMIM − MAE "
-                    "differences, per-class metrics, cost, protocol), its figures and runs.csv from "
-                    "<results>/runs/*.json. Unreadable records are skipped with a warning.",
+        "differences, per-class metrics, cost, protocol), its figures and runs.csv from "
+        "<results>/runs/*.json. Unreadable records are skipped with a warning.",
     )
-    parser.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
-                        help="results folder holding runs/ (default: results)")
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder holding runs/ (default: results)"
+    )
     parser.set_defaults(handler=report_command)
 
 
 def add_sweep_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "sweep", help="plan a grid of runs and submit it to SLURM (or run it here)",
+        "sweep",
+        help="plan a grid of runs and submit it to SLURM (or run it here)",
         description="Plan a grid of runs (one pretraining job per encoder, one fine-tuning job per run), skip "
-                    "runs that have a record, and submit the rest to SLURM with dependencies, or run them here. "
-                    "Writes <results>/sweeps/<name>.json for `status`.")
+        "runs that have a record, and submit the rest to SLURM with dependencies, or run them here. "
+        "Writes <results>/sweeps/<name>.json for `status`.",
+    )
     grid = parser.add_argument_group("grid")
-    grid.add_argument("--grid", default=None, help="table2 (ten rows x five fractions) or table3 (RGMIM and MAE "
-                                                   "x six mask ratios at fraction 1.0)")
-    grid.add_argument("--methods", default=None, help="all or a comma-separated list; transfer and scratch run "
-                                                      "on both encoders")
+    grid.add_argument(
+        "--grid",
+        default=None,
+        help="table2 (ten rows x five fractions) or table3 (RGMIM and MAE x six mask ratios at fraction 1.0)",
+    )
+    grid.add_argument(
+        "--methods", default=None, help="all or a comma-separated list; transfer and scratch run on both encoders"
+    )
     grid.add_argument("--fractions", default=None, help="paper (default) or comma-separated label fractions")
-    grid.add_argument("--mask-ratios", default=None, help="comma-separated mask ratios for RGMIM/MAE "
-                                                          "(default: each method's configured mask_ratio)")
+    grid.add_argument(
+        "--mask-ratios",
+        default=None,
+        help="comma-separated mask ratios for RGMIM/MAE (default: each method's configured mask_ratio)",
+    )
     grid.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
     grid.add_argument("--weights-vit", default=None, metavar="PATH", help="local ImageNet ViT file (transfer)")
-    grid.add_argument("--weights-resnet", default=None, metavar="PATH",
-                      help="local ImageNet ResNet file (transfer, cross)")
+    grid.add_argument("--weights-resnet", default=None, metavar="PATH", help="local ImageNet ResNet file (transfer, cross)")
     where = parser.add_argument_group("execution")
-    where.add_argument("--executor", choices=["local", "slurm"], default=None,
-                       help="slurm: submit through submitit; local: run here, pretraining first")
-    where.add_argument("--cluster", default=None, metavar="slurm/NAME.yaml",
-                       help="cluster profile (required with --executor slurm; gives --dry-run its time limit)")
+    where.add_argument(
+        "--executor",
+        choices=["local", "slurm"],
+        default=None,
+        help="slurm: submit through submitit; local: run here, pretraining first",
+    )
+    where.add_argument(
+        "--cluster",
+        default=None,
+        metavar="slurm/NAME.yaml",
+        help="cluster profile (required with --executor slurm; gives --dry-run its time limit)",
+    )
     where.add_argument("--results", default="results", help="results folder (records in RESULTS/runs/)")
     where.add_argument("--name", default=None, help="sweep name (default: the grid's, else 'sweep')")
     where.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate, submit nothing")
@@ -214,9 +285,11 @@ def add_sweep_parser(commands: argparse._SubParsersAction) -> None:
 
 def add_status_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "status", help="a sweep's progress: done, running, pending and failed jobs",
+        "status",
+        help="a sweep's progress: done, running, pending and failed jobs",
         description="Show a sweep's jobs (from <results>/sweeps/<name>.json), their state from the run records "
-                    "and SLURM's accounting, and the log and traceback of each failed job.")
+        "and SLURM's accounting, and the log and traceback of each failed job.",
+    )
     parser.add_argument("--results", default="results", help="results folder of the sweep (default: results)")
     parser.add_argument("--name", default=None, help="sweep name (default: the only sweep in the folder)")
     parser.set_defaults(handler=status_command)
@@ -224,17 +297,23 @@ def add_status_parser(commands: argparse._SubParsersAction) -> None:
 
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser(
-        "bench", help="images/s, data share, memory and FLOP efficiency; --compare-reference for a ratio",
-        description="How fast pretraining and fine-tuning run here, and against a reference pipeline.")
+        "bench",
+        help="images/s, data share, memory and FLOP efficiency; --compare-reference for a ratio",
+        description="How fast pretraining and fine-tuning run here, and against a reference pipeline.",
+    )
     bench.add_argument("--method", default="rgmim", help="a registry name (default rgmim)")
     bench.add_argument("--arch", choices=["vit", "resnet"], default=None, help="encoder for transfer/scratch")
     bench.add_argument("--steps", type=int, default=20, help="timed optimizer steps per stage (default 20)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps before each timed block (default 3)")
-    bench.add_argument("--compare-reference", action="store_true",
-                       help="also time lightly's MAE example pipeline (PNG files, PIL, DataLoader, fp32), "
-                            "interleaved, and print our speed-up over it")
-    bench.add_argument("--json", type=Path, default=None, metavar="FILE",
-                       help="also write the figures as JSON to FILE ('-': to stdout)")
+    bench.add_argument(
+        "--compare-reference",
+        action="store_true",
+        help="also time lightly's MAE example pipeline (PNG files, PIL, DataLoader, fp32), "
+        "interleaved, and print our speed-up over it",
+    )
+    bench.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON to FILE ('-': to stdout)"
+    )
     add_config_options(bench)
     bench.set_defaults(handler=bench_command)
 

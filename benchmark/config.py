@@ -176,8 +176,7 @@ def smoke() -> Config:
     config.data = replace(config.data, image_size=32, phantom_count=120, phantom_native_size=64)
     config.vit = replace(config.vit, depth=2)
     config.pretrain = replace(config.pretrain, epochs=1, batch_size=16, max_steps=2)
-    config.finetune = replace(config.finetune, epochs=1, batch_size=16, warmup_epochs=0.5, max_steps=2,
-                              eval_batch_size=64)
+    config.finetune = replace(config.finetune, epochs=1, batch_size=16, warmup_epochs=0.5, max_steps=2, eval_batch_size=64)
     return config
 
 
@@ -250,15 +249,19 @@ def apply_override(config: Config, assignment: str) -> None:
         target = config.methods.get(section) if section in config.methods else getattr(config, section, None)
         if not is_dataclass(target):
             raise ConfigError(f"--set {key}: unknown section {section!r}; sections: {', '.join(section_names(config))}")
-    hints = {name: hint for name, hint in typing.get_type_hints(type(target)).items()
-             if not (target is config and name == "methods") and typing.get_origin(hint) is not typing.ClassVar}
+    hints = {
+        name: hint
+        for name, hint in typing.get_type_hints(type(target)).items()
+        if not (target is config and name == "methods") and typing.get_origin(hint) is not typing.ClassVar
+    }
     if name not in hints or is_dataclass(getattr(target, name, None)):
         raise ConfigError(f"--set {key}: unknown key {name!r}; valid keys: {', '.join(sorted(hints))}")
     setattr(target, name, _coerce(value.strip(), hints[name], key))
 
 
-def build_config(profile: str = "auto", overrides: tuple[str, ...] | list[str] = (),
-                 method_settings: dict[str, type] | None = None) -> tuple[Config, str]:
+def build_config(
+    profile: str = "auto", overrides: tuple[str, ...] | list[str] = (), method_settings: dict[str, type] | None = None
+) -> tuple[Config, str]:
     """Resolve a profile, add a section per method (``{name: settings dataclass}``, from the registry) and
     apply overrides; returns the config and a line saying why that profile."""
     name, reason = resolve_profile(profile)
@@ -272,12 +275,18 @@ def build_config(profile: str = "auto", overrides: tuple[str, ...] | list[str] =
 
 def validate(config: Config) -> None:
     checks = [
-        (config.data.image_size > 0 and config.data.image_size % config.vit.patch_size == 0,
-         "data.image_size", f"a positive multiple of vit.patch_size ({config.vit.patch_size})"),
+        (
+            config.data.image_size > 0 and config.data.image_size % config.vit.patch_size == 0,
+            "data.image_size",
+            f"a positive multiple of vit.patch_size ({config.vit.patch_size})",
+        ),
         (0.0 < config.data.test_fraction < 1.0, "data.test_fraction", "a number in (0, 1)"),
         (0.0 <= config.region.min_overlap < 1.0, "region.min_overlap", "a number in [0, 1)"),
-        (config.pretrain.batch_size % config.pretrain.accum_steps == 0, "pretrain.batch_size",
-         "a multiple of pretrain.accum_steps"),
+        (
+            config.pretrain.batch_size % config.pretrain.accum_steps == 0,
+            "pretrain.batch_size",
+            "a multiple of pretrain.accum_steps",
+        ),
         (config.pretrain.epochs >= 1 and config.finetune.epochs >= 1, "epochs", "at least 1"),
         (0.0 < config.finetune.layer_decay <= 1.0, "finetune.layer_decay", "a number in (0, 1]"),
     ]

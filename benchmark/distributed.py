@@ -47,7 +47,7 @@ class Ranks:
 
     def rows(self, batch: torch.Tensor) -> torch.Tensor:
         """This rank's share of a global batch: positions rank, rank + world, ..."""
-        return batch if self.world == 1 else batch[self.rank::self.world]
+        return batch if self.world == 1 else batch[self.rank :: self.world]
 
 
 _ranks = Ranks()
@@ -133,10 +133,10 @@ def _all_gather_uneven(tensor: torch.Tensor) -> list[torch.Tensor]:
     dist.all_gather(sizes, torch.tensor(len(tensor), device=tensor.device))
     longest = int(max(sizes))
     padded = tensor.new_zeros((longest, *tensor.shape[1:]))
-    padded[:len(tensor)] = tensor
+    padded[: len(tensor)] = tensor
     blocks = [torch.empty_like(padded) for _ in range(_ranks.world)]
     dist.all_gather(blocks, padded)
-    return [block[:int(size)] for block, size in zip(blocks, sizes)]
+    return [block[: int(size)] for block, size in zip(blocks, sizes)]
 
 
 def gather_blocks(tensor: torch.Tensor) -> torch.Tensor:
@@ -153,7 +153,7 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     shares = _all_gather_uneven(tensor)
     merged = tensor.new_empty((sum(len(share) for share in shares), *tensor.shape[1:]))
     for rank, share in enumerate(shares):
-        merged[rank::_ranks.world] = share
+        merged[rank :: _ranks.world] = share
     return merged
 
 
@@ -186,13 +186,17 @@ def global_batch(size: int) -> Iterator[None]:
         _global_batch.reset(token)
 
 
-def batch_uniform(shape: tuple[int, ...], device: torch.device, low: float = 0.0, high: float = 1.0,
-                  ) -> torch.Tensor:
+def batch_uniform(
+    shape: tuple[int, ...],
+    device: torch.device,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> torch.Tensor:
     """Per-sample uniform draws (first dimension = this rank's rows), identical to a single process's."""
     size = _global_batch.get()
     if size is None:
         return torch.empty(shape, device=device).uniform_(low, high)
-    drawn = torch.empty((size, *shape[1:]), device=device).uniform_(low, high)[_ranks.rank::_ranks.world]
+    drawn = torch.empty((size, *shape[1:]), device=device).uniform_(low, high)[_ranks.rank :: _ranks.world]
     if len(drawn) != shape[0]:
         raise RuntimeError(f"batch_uniform: {shape[0]} rows asked, this rank holds {len(drawn)} of {size}")
     return drawn

@@ -8,9 +8,15 @@ PAPER_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.50, 1.0)  # Table 2's 
 
 # Table 2's rows in its order, keyed (method, encoder family) as run records are, with the paper's labels
 TABLE2_ROWS: dict[tuple[str, str], str] = {
-    ("rgmim", "vit"): "RGMIM", ("mae", "vit"): "MAE", ("skd", "resnet"): "SKD", ("cross", "resnet"): "Cross",
-    ("byol", "resnet"): "BYOL", ("simsiam", "resnet"): "SimSiam", ("transfer", "vit"): "Transfer (ViT)",
-    ("transfer", "resnet"): "Transfer (ResNet)", ("scratch", "vit"): "Scratch (ViT)",
+    ("rgmim", "vit"): "RGMIM",
+    ("mae", "vit"): "MAE",
+    ("skd", "resnet"): "SKD",
+    ("cross", "resnet"): "Cross",
+    ("byol", "resnet"): "BYOL",
+    ("simsiam", "resnet"): "SimSiam",
+    ("transfer", "vit"): "Transfer (ViT)",
+    ("transfer", "resnet"): "Transfer (ResNet)",
+    ("scratch", "vit"): "Scratch (ViT)",
     ("scratch", "resnet"): "Scratch (ResNet)",
 }
 PAPER_ROWS: tuple[tuple[str, str], ...] = tuple(TABLE2_ROWS)

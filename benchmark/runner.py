@@ -36,9 +36,15 @@ def configure(profile: str = "auto", overrides: tuple[str, ...] | list[str] = ()
 
 # Shortcut options and the config field each one sets; --set overrides are applied after them.
 SHORTCUTS = {
-    "dataset": "data.dataset", "data_root": "data.root", "cache_dir": "data.cache_dir",
-    "missing_masks": "data.missing_masks", "split_file": "data.split_file", "seed": "seed",
-    "mask_source": "region.source", "mask_dir": "region.mask_dir", "sam_checkpoint": "region.sam_checkpoint",
+    "dataset": "data.dataset",
+    "data_root": "data.root",
+    "cache_dir": "data.cache_dir",
+    "missing_masks": "data.missing_masks",
+    "split_file": "data.split_file",
+    "seed": "seed",
+    "mask_source": "region.source",
+    "mask_dir": "region.mask_dir",
+    "sam_checkpoint": "region.sam_checkpoint",
 }
 
 
@@ -46,8 +52,7 @@ def config_from_options(options: dict) -> Config:
     """The resolved config from command-line option values: --profile, the shortcut options, the method's
     --mask-ratio and --weights, then every --set (applied last). Sweep jobs rerun this from stored values."""
     # .get: not every command has every shortcut, and options stored by older sweeps lack new ones
-    assignments = [f"{key}={options[option]}" for option, key in SHORTCUTS.items()
-                   if options.get(option) is not None]
+    assignments = [f"{key}={options[option]}" for option, key in SHORTCUTS.items() if options.get(option) is not None]
     if options.get("mask_ratio") is not None:
         assignments.append(f"{options['method']}.mask_ratio={options['mask_ratio']}")
     if options.get("weights") is not None:
@@ -74,12 +79,18 @@ def pretrain_only(method_name: str, config: Config, progress: bool = True) -> di
     if method.build_pretrainer is None:
         raise ConfigError(f"--method {method_name}: has no pretraining stage")
     data = prepare(config.data, config.region, progress=progress)
-    return pretrained_encoder(method, config, data, resolve_device(config), resolve_cache_root(config.data),
-                              progress).summary
+    return pretrained_encoder(method, config, data, resolve_device(config), resolve_cache_root(config.data), progress).summary
 
 
-def execute(method_name: str, fraction: float, config: Config, results: Path, arch: str | None = None,
-            force: bool = False, progress: bool = True) -> dict:
+def execute(
+    method_name: str,
+    fraction: float,
+    config: Config,
+    results: Path,
+    arch: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
     """Run one (method, arch, fraction, seed) and return its record; reuse a finished one unless force."""
     method, arch = resolve_method(method_name, arch)
     check_fraction(fraction)
@@ -119,12 +130,19 @@ def execute(method_name: str, fraction: float, config: Config, results: Path, ar
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": identifier,
-        "method": method.name, "arch": arch, "fraction": fraction, "seed": config.seed,
+        "method": method.name,
+        "arch": arch,
+        "fraction": fraction,
+        "seed": config.seed,
         "mask_ratio": config.method(method.name).mask_ratio if method.uses_mask_ratio else None,
         "method_info": method_facts(method),
         "profile": config.profile,
-        "dataset": {**data.describe(), "train_pool": int(len(data.train_idx)), "test": int(len(data.test_idx)),
-                    "finetune_subset": outcome["summary"]["subset_size"]},
+        "dataset": {
+            **data.describe(),
+            "train_pool": int(len(data.train_idx)),
+            "test": int(len(data.test_idx)),
+            "finetune_subset": outcome["summary"]["subset_size"],
+        },
         "config": to_dict(config),
         "metrics": outcome["metrics"],
         "history": outcome["history"],
@@ -145,7 +163,9 @@ def execute(method_name: str, fraction: float, config: Config, results: Path, ar
 def summary_line(record: dict, path: Path) -> str:
     pretrain = record["pretrain"]
     source = "none" if pretrain is None else ("reused " if pretrain.get("reused") else "trained ") + pretrain["cache_key"]
-    return (f"[run] {record['run_id']}: accuracy {record['metrics']['accuracy']:.4f}, "
-            f"macro-F1 {record['metrics']['macro_f1']:.4f} on {record['dataset']['test']} test images "
-            f"after {record['finetune']['epochs']} epochs on {record['dataset']['finetune_subset']} labels; "
-            f"pretrained encoder: {source}; record {path}")
+    return (
+        f"[run] {record['run_id']}: accuracy {record['metrics']['accuracy']:.4f}, "
+        f"macro-F1 {record['metrics']['macro_f1']:.4f} on {record['dataset']['test']} test images "
+        f"after {record['finetune']['epochs']} epochs on {record['dataset']['finetune_subset']} labels; "
+        f"pretrained encoder: {source}; record {path}"
+    )

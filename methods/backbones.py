@@ -16,6 +16,7 @@ from torch import nn
 from benchmark.config import Config
 from benchmark.errors import ConfigError
 
+
 def build_vit(config: Config, drop_path: float = 0.0) -> nn.Module:
     """A timm ViT whose forward returns GAP(LN(z_L)) features (Eq. 4), no classifier head."""
     return timm.create_model(config.vit.name, **_vit_kwargs(config, drop_path))
@@ -23,7 +24,10 @@ def build_vit(config: Config, drop_path: float = 0.0) -> nn.Module:
 
 def _vit_kwargs(config: Config, drop_path: float) -> dict:
     kwargs = dict(
-        pretrained=False, num_classes=0, img_size=config.data.image_size, patch_size=config.vit.patch_size,
+        pretrained=False,
+        num_classes=0,
+        img_size=config.data.image_size,
+        patch_size=config.vit.patch_size,
         drop_path_rate=drop_path,
         global_pool="avg",
         # protocol §8: fc_norm=False keeps `norm` before pooling (Eq. 4); True gives MAE's LN(GAP).
@@ -62,11 +66,14 @@ def weights_path(config: Config, arch: str) -> Path:
     if not value:
         raise ConfigError(
             f"ImageNet weights for the {arch} encoder are required but not set: pass --weights PATH "
-            f"or --set {option}=PATH (a local .pth/.safetensors file; nothing is downloaded)")
+            f"or --set {option}=PATH (a local .pth/.safetensors file; nothing is downloaded)"
+        )
     path = Path(value).expanduser()
     if not path.is_file():
-        raise ConfigError(f"{option}: weights file {path} does not exist (expected a local "
-                          f"{'timm ' if arch == 'vit' else ''}{config.family(arch).name} checkpoint)")
+        raise ConfigError(
+            f"{option}: weights file {path} does not exist (expected a local "
+            f"{'timm ' if arch == 'vit' else ''}{config.family(arch).name} checkpoint)"
+        )
     return path
 
 
@@ -77,7 +84,8 @@ def load_imagenet_encoder(config: Config, arch: str, drop_path: float = 0.0) -> 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         # timm gives the `file` overlay priority over hub/url and resamples pos_embed to our size.
         return timm.create_model(
-            config.vit.name, **{**_vit_kwargs(config, drop_path), "pretrained": True},
+            config.vit.name,
+            **{**_vit_kwargs(config, drop_path), "pretrained": True},
             pretrained_cfg_overlay=dict(file=str(path)),
         )
     model = build_resnet(config)
@@ -85,6 +93,7 @@ def load_imagenet_encoder(config: Config, arch: str, drop_path: float = 0.0) -> 
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the ImageNet classifier
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ConfigError(f"resnet.weights {path}: not a {config.resnet.name} state dict "
-                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ConfigError(
+            f"resnet.weights {path}: not a {config.resnet.name} state dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model

@@ -73,8 +73,11 @@ class BYOL(Pretrainer):
 
 
 METHOD = Method(
-    name="byol", display="BYOL", archs=("resnet",),
+    name="byol",
+    display="BYOL",
+    archs=("resnet",),
     pretext="Siamese online/momentum-target prediction",
     reference="Grill et al., Bootstrap Your Own Latent, NeurIPS 2020 (paper ref. [20])",
-    build_pretrainer=BYOL, settings=BYOLSettings,
+    build_pretrainer=BYOL,
+    settings=BYOLSettings,
 )

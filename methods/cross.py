@@ -15,8 +15,12 @@ def build(config: Config, settings: BYOLSettings) -> BYOL:
 
 
 METHOD = Method(
-    name="cross", display="Cross", archs=("resnet",),
+    name="cross",
+    display="Cross",
+    archs=("resnet",),
     pretext="cross-view Siamese SSL from ImageNet weights (reconstructed)",
     reference="Li et al., COVID-19 detection based on self-supervised transfer learning, IJCARS 2023 (paper ref. [48])",
-    build_pretrainer=build, settings=BYOLSettings, init="imagenet",
+    build_pretrainer=build,
+    settings=BYOLSettings,
+    init="imagenet",
 )

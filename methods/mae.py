@@ -5,7 +5,9 @@ from methods.masking import random_masking
 from methods.mim import MaskedAutoencoder, MIMSettings
 
 METHOD = Method(
-    name="mae", display="MAE", archs=("vit",),
+    name="mae",
+    display="MAE",
+    archs=("vit",),
     pretext="masked image modeling, random masking",
     reference="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022 (paper ref. [10])",
     build_pretrainer=lambda config, settings: MaskedAutoencoder(config, settings, random_masking),

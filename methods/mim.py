@@ -79,18 +79,22 @@ class MaskedAutoencoder(Pretrainer):
         self.num_patches = vit.patch_embed.num_patches
         self.decoder_embed = nn.Linear(vit.embed_dim, settings.decoder_dim)
         self.decoder = MaskedVisionTransformerDecoderTIMM(
-            num_patches=self.num_patches, embed_dim=settings.decoder_dim,
-            depth=settings.decoder_depth, num_heads=settings.decoder_heads)
+            num_patches=self.num_patches,
+            embed_dim=settings.decoder_dim,
+            depth=settings.decoder_depth,
+            num_heads=settings.decoder_heads,
+        )
         self.patch_size = config.vit.patch_size
-        self.prediction_head = nn.Linear(settings.decoder_dim, self.patch_size ** 2 * 3)
+        self.prediction_head = nn.Linear(settings.decoder_dim, self.patch_size**2 * 3)
 
     def encoder(self) -> nn.Module:
         return self.backbone.vit
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         # MAE main_pretrain.py: no decay for biases, norms and the (fixed or learned) tokens.
-        tokens = [name for name, _ in self.named_parameters()
-                  if name.split(".")[-1] in ("pos_embed", "cls_token", "mask_token")]
+        tokens = [
+            name for name, _ in self.named_parameters() if name.split(".")[-1] in ("pos_embed", "cls_token", "mask_token")
+        ]
         return param_groups_weight_decay(self, weight_decay, no_weight_decay_list=tokens)
 
     def forward(self, views: list[torch.Tensor], masks: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:

@@ -3,7 +3,9 @@
 from methods.base import Method
 
 METHOD = Method(
-    name="scratch", display="Scratch", archs=("vit", "resnet"),
+    name="scratch",
+    display="Scratch",
+    archs=("vit", "resnet"),
     pretext="none (random initialisation)",
     reference="training from scratch (paper §4.1)",
 )

@@ -47,9 +47,10 @@ class SimSiam(Pretrainer):
     def param_groups(self, weight_decay: float) -> list[dict]:
         # protocol §4 (official fix_pred_lr): the predictor keeps a constant learning rate.
         encoder_params = [*self.backbone.parameters(), *self.projection_head.parameters()]
-        return [{"params": encoder_params, "weight_decay": weight_decay},
-                {"params": list(self.prediction_head.parameters()), "weight_decay": weight_decay,
-                 "fixed_lr": True}]
+        return [
+            {"params": encoder_params, "weight_decay": weight_decay},
+            {"params": list(self.prediction_head.parameters()), "weight_decay": weight_decay, "fixed_lr": True},
+        ]
 
     def forward(self, views: list[torch.Tensor], masks: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         z1, z2 = (self.projection_head(self.backbone(v)) for v in views)
@@ -58,8 +59,11 @@ class SimSiam(Pretrainer):
 
 
 METHOD = Method(
-    name="simsiam", display="SimSiam", archs=("resnet",),
+    name="simsiam",
+    display="SimSiam",
+    archs=("resnet",),
     pretext="Siamese prediction with stop-gradient",
     reference="Chen & He, Exploring Simple Siamese Representation Learning, CVPR 2021 (paper ref. [21])",
-    build_pretrainer=SimSiam, settings=SimSiamSettings,
+    build_pretrainer=SimSiam,
+    settings=SimSiamSettings,
 )

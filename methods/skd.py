@@ -45,8 +45,7 @@ class SKD(BYOL):
 
     def loss(self, predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         with torch.autocast(device_type=predictions[0].device.type, enabled=False):  # solve in float32
-            distill = 0.5 * (self.distillation(predictions[0], targets[1])
-                             + self.distillation(predictions[1], targets[0]))
+            distill = 0.5 * (self.distillation(predictions[0], targets[1]) + self.distillation(predictions[1], targets[0]))
         return super().loss(predictions, targets) + self.weight * distill
 
     def distillation(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -55,11 +54,10 @@ class SKD(BYOL):
             return self.criterion(prediction.float(), ensembled)
         # "kl": BAKE's KD on softened distributions, T^2 * KL(target || student)
         log_student = (prediction.float() / self.kd_temperature).log_softmax(dim=1)
-        return self.kd_temperature ** 2 * F.kl_div(log_student, ensembled, reduction="batchmean")
+        return self.kd_temperature**2 * F.kl_div(log_student, ensembled, reduction="batchmean")
 
 
-def batch_ensembled(target: torch.Tensor, variant: str, omega: float, tau: float,
-                    kd_temperature: float) -> torch.Tensor:
+def batch_ensembled(target: torch.Tensor, variant: str, omega: float, tau: float, kd_temperature: float) -> torch.Tensor:
     """This rank's rows of the ensembled target: unit vectors ("cosine") or softened distributions ("kl").
 
     BAKE propagates over the whole batch, so under DDP the momentum targets of every rank are gathered
@@ -74,8 +72,11 @@ def batch_ensembled(target: torch.Tensor, variant: str, omega: float, tau: float
 
 
 METHOD = Method(
-    name="skd", display="SKD", archs=("resnet",),
+    name="skd",
+    display="SKD",
+    archs=("resnet",),
     pretext="BYOL + batch-knowledge-ensembling self-distillation (reconstructed)",
     reference="Li et al., Self-knowledge distillation based SSL for COVID-19 detection, ICASSP 2022 (paper ref. [47])",
-    build_pretrainer=SKD, settings=SKDSettings,
+    build_pretrainer=SKD,
+    settings=SKDSettings,
 )

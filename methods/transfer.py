@@ -3,7 +3,9 @@
 from methods.base import Method
 
 METHOD = Method(
-    name="transfer", display="Transfer", archs=("vit", "resnet"),
+    name="transfer",
+    display="Transfer",
+    archs=("vit", "resnet"),
     pretext="none (supervised ImageNet initialisation)",
     reference="fine-tuning from ImageNet (paper §4.1, ref. [50])",
     init="imagenet",

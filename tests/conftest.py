@@ -32,8 +32,10 @@ def radiography_root(tmp_path: Path) -> Path:
         for folder in ("images", "masks"):
             (dataset / class_name / folder).mkdir(parents=True)
             for number, name in enumerate(sample_names[:COPIES_PER_OTHER_CLASS], start=1):
-                shutil.copyfile(RADIOGRAPHY_SAMPLE / "Viral Pneumonia" / folder / name,
-                                dataset / class_name / folder / f"{class_name}-{number}.png")
+                shutil.copyfile(
+                    RADIOGRAPHY_SAMPLE / "Viral Pneumonia" / folder / name,
+                    dataset / class_name / folder / f"{class_name}-{number}.png",
+                )
     return dataset.parent
 
 

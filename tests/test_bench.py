@@ -13,13 +13,32 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE_FIELDS = ("images_per_s", "median_step_s", "flops_per_image", "achieved_flop_per_s", "share_of_matmul_peak",
-                "peak_memory_mb")
+STAGE_FIELDS = (
+    "images_per_s",
+    "median_step_s",
+    "flops_per_image",
+    "achieved_flop_per_s",
+    "share_of_matmul_peak",
+    "peak_memory_mb",
+)
 
 
 def bench(tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "benchmark", "bench", "--profile", "smoke", "--steps", "2", "--warmup", "1",
-               "--cache-dir", str(tmp_path / "cache"), *options]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        "bench",
+        "--profile",
+        "smoke",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *options,
+    ]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 

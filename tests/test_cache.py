@@ -56,8 +56,9 @@ print(ensure_cache(source, fingerprint, 256, Path(cache), progress=False).built)
 def test_two_processes_preparing_the_same_cache(radiography_root, tmp_path):
     go = tmp_path / "go"
     command = [sys.executable, "-c", PREPARER, str(radiography_root), str(tmp_path / "shared"), str(go)]
-    together = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(2)]
+    together = [
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     time.sleep(0.5)
     go.touch()
     outputs = [process.communicate(timeout=120) for process in together]
@@ -73,8 +74,7 @@ def test_two_processes_preparing_the_same_cache(radiography_root, tmp_path):
         assert shared_bytes == (alone.directory / name).read_bytes()
 
 
-def test_interrupted_build_leaves_no_trusted_cache_and_names_the_file(radiography_root, data_config,
-                                                                     tmp_path):
+def test_interrupted_build_leaves_no_trusted_cache_and_names_the_file(radiography_root, data_config, tmp_path):
     broken = radiography_root / "COVID-19_Radiography_Dataset" / "Normal" / "images" / "Normal-3.png"
     intact = broken.read_bytes()
     broken.write_bytes(intact[: len(intact) // 2])  # truncated, as by an interrupted download

@@ -68,8 +68,10 @@ def test_mem_gb_integer_becomes_float(tmp_path: Path) -> None:
         ("partition: gpu\ntime_limit_min: 5\nsignal_delay_s: 300\n", ["field 'signal_delay_s'", "time_limit_min"]),
         ("partition: gpu\ntasks_per_node: 0\n", ["field 'tasks_per_node'", ">= 1"]),
         ("partition: gpu\ntasks_per_node: 2.0\n", ["field 'tasks_per_node'", "expected an integer"]),
-        ("partition: gpu\ngpus_per_node: 2\ntasks_per_node: 4\n",
-         ["field 'tasks_per_node'", "gpus_per_node (2)", "share a GPU"]),
+        (
+            "partition: gpu\ngpus_per_node: 2\ntasks_per_node: 4\n",
+            ["field 'tasks_per_node'", "gpus_per_node (2)", "share a GPU"],
+        ),
         ("partition: gpu\nextra_sbatch: {ntasks-per-node: 2}\n", ["field 'extra_sbatch'", "'tasks_per_node'"]),
         ("partition: gpu\nextra_sbatch: {ntasks_per_node: 2}\n", ["field 'extra_sbatch'", "'tasks_per_node'"]),
     ],
@@ -85,8 +87,17 @@ def test_bad_profile_names_file_and_field(tmp_path: Path, text: str, message_par
 
 
 @pytest.mark.parametrize(
-    "name", ["gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "time_limit_min", "array_parallelism",
-             "signal_delay_s", "max_requeues"],
+    "name",
+    [
+        "gpus_per_node",
+        "tasks_per_node",
+        "cpus_per_task",
+        "mem_gb",
+        "time_limit_min",
+        "array_parallelism",
+        "signal_delay_s",
+        "max_requeues",
+    ],
 )
 def test_negative_numbers_are_refused(tmp_path: Path, name: str) -> None:
     path = write_profile(tmp_path, f"partition: gpu\n{name}: -1\n")
@@ -102,8 +113,17 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_executor_parameters_map_every_field() -> None:
     profile = ClusterProfile(
-        partition="gpu", gpus_per_node=2, tasks_per_node=2, cpus_per_task=8, mem_gb=64.0, time_limit_min=240,
-        account="lab", qos="high", constraint="a100", array_parallelism=4, extra_sbatch={"mail-type": "FAIL"},
+        partition="gpu",
+        gpus_per_node=2,
+        tasks_per_node=2,
+        cpus_per_task=8,
+        mem_gb=64.0,
+        time_limit_min=240,
+        account="lab",
+        qos="high",
+        constraint="a100",
+        array_parallelism=4,
+        extra_sbatch={"mail-type": "FAIL"},
         signal_delay_s=120,
     )
     assert executor_parameters(profile) == {
@@ -131,15 +151,15 @@ def test_executor_parameters_leave_out_unset_fields() -> None:
 
 
 def test_tasks_per_node_up_to_gpus_per_node_or_any_on_cpu(tmp_path: Path) -> None:
-    one_rank_per_gpu = load_cluster_profile(
-        write_profile(tmp_path, "partition: gpu\ngpus_per_node: 4\ntasks_per_node: 4\n"))
+    one_rank_per_gpu = load_cluster_profile(write_profile(tmp_path, "partition: gpu\ngpus_per_node: 4\ntasks_per_node: 4\n"))
     cpu_ranks = load_cluster_profile(write_profile(tmp_path, "partition: cpu\ntasks_per_node: 3\n"))  # DDP with gloo
     assert (one_rank_per_gpu.tasks_per_node, cpu_ranks.tasks_per_node) == (4, 3)
 
 
 @pytest.mark.parametrize(("tasks", "line"), [(2, "#SBATCH --ntasks-per-node=2\n"), (1, None)])
-def test_tasks_per_node_becomes_sbatch_ntasks_per_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tasks: int,
-                                                        line: str | None) -> None:
+def test_tasks_per_node_becomes_sbatch_ntasks_per_node(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tasks: int, line: str | None
+) -> None:
     # SlurmExecutor refuses to exist where `srun` is missing; the sbatch script itself needs no cluster
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
     executor = make_executor(ClusterProfile(partition="debug", tasks_per_node=tasks), tmp_path)

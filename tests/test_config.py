@@ -32,24 +32,29 @@ def test_auto_profile_says_what_it_picked():
 
 
 def test_set_overrides_are_type_checked():
-    config, _ = configure("smoke", ["pretrain.epochs=3", "rgmim.betas=0.8,0.9", "data.root=none",
-                                       "amp=off", "data.phantom_shortcut=true", "seed=7"])
+    config, _ = configure(
+        "smoke",
+        ["pretrain.epochs=3", "rgmim.betas=0.8,0.9", "data.root=none", "amp=off", "data.phantom_shortcut=true", "seed=7"],
+    )
     assert config.pretrain.epochs == 3 and config.method("rgmim").betas == (0.8, 0.9)
     assert config.data.root is None and config.amp == "off" and config.data.phantom_shortcut and config.seed == 7
 
 
-@pytest.mark.parametrize("assignment, message", [
-    ("pretrain.epoch=3", "unknown key 'epoch'"),
-    ("pretrian.epochs=3", "unknown section 'pretrian'"),
-    ("pretrain.epochs=three", "expected int"),
-    ("amp=fp8", "expected one of auto, bf16, off"),
-    ("data.phantom_shortcut=maybe", "expected true or false"),
-    ("pretrain.epochs", "expected section.key=value"),
-    ("rgmim.mask_ratio=1.5", "rgmim.mask_ratio"),
-    ("byol.tau=0.2", "unknown key 'tau'"),
-    ("model.vit=vit_small", "unknown section 'model'"),
-    ("region.min_overlap=1.5", "region.min_overlap"),
-])
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("pretrain.epoch=3", "unknown key 'epoch'"),
+        ("pretrian.epochs=3", "unknown section 'pretrian'"),
+        ("pretrain.epochs=three", "expected int"),
+        ("amp=fp8", "expected one of auto, bf16, off"),
+        ("data.phantom_shortcut=maybe", "expected true or false"),
+        ("pretrain.epochs", "expected section.key=value"),
+        ("rgmim.mask_ratio=1.5", "rgmim.mask_ratio"),
+        ("byol.tau=0.2", "unknown key 'tau'"),
+        ("model.vit=vit_small", "unknown section 'model'"),
+        ("region.min_overlap=1.5", "region.min_overlap"),
+    ],
+)
 def test_bad_overrides_name_the_key_and_the_expectation(assignment, message):
     with pytest.raises(ConfigError, match=message):
         configure("smoke", [assignment])

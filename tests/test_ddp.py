@@ -39,13 +39,15 @@ def free_port() -> int:
 
 
 def join_as(rank: int, port: int) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
 
 
 def refuse_writes(monkeypatch_targets: list[tuple[object, str]]) -> None:
     """On ranks other than 0, any record or checkpoint write fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"rank {distributed.current().rank} wrote {args[-1]}")
 
@@ -59,8 +61,14 @@ def run_worker(rank: int, port: int, cache: str, results: str, out: str) -> None
 
     join_as(rank, port)
     if rank != 0:
-        refuse_writes([(runner_module, "write_record"), (pretrain_module, "save_torch"),
-                       (pretrain_module, "save_json"), (finetune_module, "save_torch")])
+        refuse_writes(
+            [
+                (runner_module, "write_record"),
+                (pretrain_module, "save_torch"),
+                (pretrain_module, "save_json"),
+                (finetune_module, "save_torch"),
+            ]
+        )
     config, _ = configure("smoke", [f"data.cache_dir={cache}", *OVERRIDES])
     try:
         record = execute("rgmim", FRACTION, config, Path(results), progress=False)
@@ -75,8 +83,14 @@ def resume_worker(rank: int, port: int, cache: str, checkpoint: str, out: str) -
     try:
         device = torch.device("cpu")
         distributed.join(device.type)
-        summary, model = pretrain_module.train(METHODS["rgmim"], config, prepare(config.data, config.region, progress=False),
-                                               device, Path(checkpoint), progress=False)
+        summary, model = pretrain_module.train(
+            METHODS["rgmim"],
+            config,
+            prepare(config.data, config.region, progress=False),
+            device,
+            Path(checkpoint),
+            progress=False,
+        )
         torch.save({"summary": summary, "state": model.state_dict()}, Path(out, f"rank{rank}.pt"))
     finally:
         distributed.leave()
@@ -132,8 +146,7 @@ class Stop(Exception):
 
 
 def test_a_checkpoint_resumes_under_ddp_to_the_uninterrupted_weights(tmp_path, monkeypatch):
-    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2",
-                                       "pretrain.max_steps=0"])
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2", "pretrain.max_steps=0"])
     data, device, method = prepare(config.data, config.region, progress=False), torch.device("cpu"), METHODS["rgmim"]
     _, straight = pretrain_module.train(method, config, data, device, tmp_path / "straight.pt", progress=False)
 

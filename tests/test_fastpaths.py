@@ -87,8 +87,7 @@ def test_cpu_bf16_attention_runs_as_matmuls_not_the_flash_kernel(amp, flash_expe
 
 @pytest.fixture
 def smoke_data(tmp_path):
-    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=3",
-                                       "pretrain.max_steps=0"])
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=3", "pretrain.max_steps=0"])
     return config, prepare(config.data, config.region, progress=False)
 
 

@@ -25,8 +25,7 @@ def dataset_folder(root: Path) -> Path:
 def identity_of(root: Path, data_config) -> tuple[str, str, str, str]:
     found = identify(data_config(root), RegionConfig())
     config, _ = configure("smoke", [f"data.root={root}"])
-    return (found.fingerprint, str(found.split_file), found.split_digest,
-            run_id(METHODS["rgmim"], "vit", 0.05, config, found))
+    return (found.fingerprint, str(found.split_file), found.split_digest, run_id(METHODS["rgmim"], "vit", 0.05, config, found))
 
 
 def test_copies_and_moves_are_the_same_dataset(radiography_root, data_config, tmp_path):

@@ -30,10 +30,26 @@ RUN_ID = re.compile(r"\b([a-z]+-(?:vit|resnet)-f[0-9.]+-s\d+-[0-9a-f]{10})\b")
 
 def dry_run_ids(tmp_path: Path, *overrides: str) -> dict[str, str]:
     """``sweep --grid table2 --dry-run`` at the smoke profile: (method-arch-fraction) -> run id."""
-    command = [sys.executable, "-m", "benchmark", "sweep", "--grid", "table2", "--dry-run", "--profile", "smoke",
-               "--results", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
-               "--weights-vit", str(tmp_path / "vit.pth"), "--weights-resnet", str(tmp_path / "resnet.pth"),
-               *(item for override in overrides for item in ("--set", override))]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        "sweep",
+        "--grid",
+        "table2",
+        "--dry-run",
+        "--profile",
+        "smoke",
+        "--results",
+        str(tmp_path / "results"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--weights-vit",
+        str(tmp_path / "vit.pth"),
+        "--weights-resnet",
+        str(tmp_path / "resnet.pth"),
+        *(item for override in overrides for item in ("--set", override)),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     ids = RUN_ID.findall(done.stdout)
@@ -61,8 +77,14 @@ def test_a_setting_changes_the_ids_of_exactly_the_runs_that_read_it(tmp_path):
         "region.min_overlap=0.25": {"rgmim-vit"},
         "pretrain.epochs=2": {"rgmim-vit", "mae-vit", "skd-resnet", "cross-resnet", "byol-resnet", "simsiam-resnet"},
         "vit.depth=3": {"rgmim-vit", "mae-vit", "transfer-vit", "scratch-vit"},
-        "resnet.name=resnet34": {"skd-resnet", "cross-resnet", "byol-resnet", "simsiam-resnet", "transfer-resnet",
-                                 "scratch-resnet"},
+        "resnet.name=resnet34": {
+            "skd-resnet",
+            "cross-resnet",
+            "byol-resnet",
+            "simsiam-resnet",
+            "transfer-resnet",
+            "scratch-resnet",
+        },
         "finetune.layer_decay=0.75": {"rgmim-vit", "mae-vit", "transfer-vit", "scratch-vit"},  # ViT-only
         "finetune.epochs=2": {key.rsplit("-f", 1)[0] for key in base},
         "finetune.eval_batch_size=8": set(),  # evaluation batching changes no number
@@ -100,8 +122,9 @@ class Reads:
 SECTIONS = ("data", "region", "vit", "resnet", "pretrain", "finetune")
 
 
-@pytest.mark.parametrize("name", [name for name, method in METHODS.items() if method.settings is not None
-                                  and method.init == "random"])
+@pytest.mark.parametrize(
+    "name", [name for name, method in METHODS.items() if method.settings is not None and method.init == "random"]
+)
 def test_each_method_reads_exactly_its_declared_settings_and_only_identity_sections(name, tmp_path):
     """Build the pretrainer, its optimizer and one training step with every section tracked: the method
     section's reads must equal its declared fields, and every shared field read must be in the identity."""
@@ -115,8 +138,7 @@ def test_each_method_reads_exactly_its_declared_settings_and_only_identity_secti
     config.methods[name] = own
     model = method.pretrainer(config)
     optimizer, _, _ = build_optimizer(model, own, config.pretrain.batch_size)
-    pool = TensorPool(data.images, data.masks if model.uses_masks else None, data.labels, data.train_idx,
-                      torch.device("cpu"))
+    pool = TensorPool(data.images, data.masks if model.uses_masks else None, data.labels, data.train_idx, torch.device("cpu"))
     batch = next(pool.batches(8, 0, 0, drop_last=True))
     views, masks = pretrain_views(model, batch, data.image_size)
     loss, _ = model(views, masks)

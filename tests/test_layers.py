@@ -43,16 +43,21 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.update(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
-                         for alias in node.names)
+            found.update(
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module for alias in node.names
+            )
     return {name for name in found if name in known}
 
 
 def test_every_import_points_down_and_no_import_closes_a_cycle():
     modules = project_modules()
     graph = {name: imports_of(path, set(modules)) - {name} for name, path in modules.items()}
-    upward = [f"{source} (layer {layer_of(source)}) imports {target} (layer {layer_of(target)})"
-              for source, targets in graph.items() for target in targets if layer_of(target) > layer_of(source)]
+    upward = [
+        f"{source} (layer {layer_of(source)}) imports {target} (layer {layer_of(target)})"
+        for source, targets in graph.items()
+        for target in targets
+        if layer_of(target) > layer_of(source)
+    ]
     assert not upward, "\n".join(upward)
 
     visiting, done, cycles = [], set(), []
@@ -61,7 +66,7 @@ def test_every_import_points_down_and_no_import_closes_a_cycle():
         if name in done:
             return
         if name in visiting:
-            cycles.append(" -> ".join(visiting[visiting.index(name):] + [name]))
+            cycles.append(" -> ".join(visiting[visiting.index(name) :] + [name]))
             return
         visiting.append(name)
         for target in sorted(graph[name]):
@@ -76,8 +81,10 @@ def test_every_import_points_down_and_no_import_closes_a_cycle():
 
 
 def test_report_and_status_load_without_torch():
-    code = ("import sys, benchmark.report.build, benchmark.sweep.status, benchmark.records; "
-            "print(sorted(m for m in ('torch', 'timm', 'lightly') if m in sys.modules))")
+    code = (
+        "import sys, benchmark.report.build, benchmark.sweep.status, benchmark.records; "
+        "print(sorted(m for m in ('torch', 'timm', 'lightly') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

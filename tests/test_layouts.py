@@ -186,8 +186,7 @@ def test_training_images_without_masks(radiography_root, data_config):
     skipped = open_source(data_config(radiography_root, missing_masks="skip"))
     allowed = open_source(data_config(radiography_root, missing_masks="allow"))
     assert len(allowed.items) == len(skipped.items) + 2
-    assert [item.key for item in allowed.items if not item.has_mask] == ["COVID/images/COVID-1.png",
-                                                                       "COVID/images/COVID-2.png"]
+    assert [item.key for item in allowed.items if not item.has_mask] == ["COVID/images/COVID-1.png", "COVID/images/COVID-2.png"]
     assert allowed.load(0, 32)[1] is None
     for path in masks.iterdir():
         path.unlink()

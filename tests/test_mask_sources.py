@@ -43,8 +43,9 @@ REAL_SAMPLES = {  # every real image with an expert mask, in its released layout
 
 def mean_scores(data: PreparedData, patch_size: int) -> tuple[float, float]:
     """(mean pixel Dice, mean patch-level IoU) of ``data``'s regions against the dataset's own masks."""
-    scores = evaluate_regions(data.masks, data.reference_masks, data.reference_has_mask, data.labels,
-                              data.classes, data.keys, patch_size, 0.0)
+    scores = evaluate_regions(
+        data.masks, data.reference_masks, data.reference_has_mask, data.labels, data.classes, data.keys, patch_size, 0.0
+    )
     assert scores, "the sample has expert masks to score against"
     return float(np.mean([s.dice for s in scores])), float(np.mean([s.patch_iou for s in scores]))
 
@@ -53,8 +54,7 @@ def mean_scores(data: PreparedData, patch_size: int) -> tuple[float, float]:
 def test_classical_reaches_dice_070_and_beats_the_prior_on_the_real_samples(sample, data_config):
     config = data_config(REAL_SAMPLES[sample], image_size=PAPER_SIZE)
     classical_dice, classical_patch_iou = mean_scores(prepare_data(config, source="classical"), PAPER_PATCH)
-    prior_dice, prior_patch_iou = mean_scores(prepare_data(config, source="prior"),
-                                              PAPER_PATCH)
+    prior_dice, prior_patch_iou = mean_scores(prepare_data(config, source="prior"), PAPER_PATCH)
     assert classical_dice >= 0.70, (sample, classical_dice)
     assert classical_patch_iou > prior_patch_iou, (sample, classical_patch_iou, prior_patch_iou)
     assert classical_dice > prior_dice
@@ -68,8 +68,7 @@ def folder_dataset(root: Path, files: dict[str, list[Path]], with_masks: bool) -
             shutil.copyfile(image, root / class_name / "images" / image.name)
             if with_masks:
                 (root / class_name / "masks").mkdir(exist_ok=True)
-                shutil.copyfile(image.parent.parent / "lung masks" / image.name,
-                                root / class_name / "masks" / image.name)
+                shutil.copyfile(image.parent.parent / "lung masks" / image.name, root / class_name / "masks" / image.name)
     return root
 
 
@@ -78,8 +77,9 @@ def qu_ex_val(class_name: str) -> list[Path]:
 
 
 def test_prior_falls_back_to_the_template_and_none_gives_no_region(tmp_path, data_config):
-    root = folder_dataset(tmp_path / "unmasked", {"COVID-19": qu_ex_val("COVID-19"), "Normal": qu_ex_val("Normal")},
-                          with_masks=False)
+    root = folder_dataset(
+        tmp_path / "unmasked", {"COVID-19": qu_ex_val("COVID-19"), "Normal": qu_ex_val("Normal")}, with_masks=False
+    )
     config = data_config(root)
     with pytest.raises(DataError, match="have no lung mask"):  # gt still needs the dataset's masks
         prepare_data(config)
@@ -107,8 +107,9 @@ def test_prior_is_the_median_field_of_the_training_pool(data_config):
 def test_mask_dir_pairs_masks_by_file_name(tmp_path, data_config):
     # Two classes holding a file of the same name: only a mask at the image's relative path can pair it.
     shared = qu_ex_val("Normal")[0]
-    root = folder_dataset(tmp_path / "data", {"COVID-19": qu_ex_val("COVID-19"), "Normal": qu_ex_val("Normal")},
-                          with_masks=True)
+    root = folder_dataset(
+        tmp_path / "data", {"COVID-19": qu_ex_val("COVID-19"), "Normal": qu_ex_val("Normal")}, with_masks=True
+    )
     shutil.copyfile(shared, root / "COVID-19" / "images" / shared.name)
     shutil.copyfile(root / "Normal" / "masks" / shared.name, root / "COVID-19" / "masks" / shared.name)
     mask_dir = tmp_path / "my masks"
@@ -142,8 +143,9 @@ def test_mask_dir_pairs_masks_by_file_name(tmp_path, data_config):
 
 
 def test_a_source_that_finds_no_lung_gives_no_region_for_that_image(tmp_path, data_config):
-    root = folder_dataset(tmp_path / "data", {"COVID-19": qu_ex_val("COVID-19"), "Normal": qu_ex_val("Normal")},
-                          with_masks=True)
+    root = folder_dataset(
+        tmp_path / "data", {"COVID-19": qu_ex_val("COVID-19"), "Normal": qu_ex_val("Normal")}, with_masks=True
+    )
     blank = root / "Normal" / "images" / qu_ex_val("Normal")[0].name
     Image.fromarray(np.full((256, 256), 128, np.uint8)).save(blank)  # e.g. a failed exposure
     assert not segment_lungs(np.full((64, 64), 128, np.uint8)).any()
@@ -152,8 +154,9 @@ def test_a_source_that_finds_no_lung_gives_no_region_for_that_image(tmp_path, da
     blank_index = data.keys.index(f"Normal/images/{blank.name}")
     assert not data.has_mask[blank_index] and not np.asarray(data.masks[blank_index]).any()
     assert data.has_mask.sum() == len(data.keys) - 1
-    scores = evaluate_regions(data.masks, data.reference_masks, data.reference_has_mask, data.labels,
-                              data.classes, data.keys, 8, 0.0)
+    scores = evaluate_regions(
+        data.masks, data.reference_masks, data.reference_has_mask, data.labels, data.classes, data.keys, 8, 0.0
+    )
     worst = min(scores, key=lambda score: score.dice)
     assert (worst.index, worst.dice, worst.patch_iou) == (blank_index, 0.0, 0.0)
     assert not lung_patch_grid(torch.from_numpy(np.asarray(data.masks[[blank_index]]))[:, None], 8, 0.0).any()
@@ -176,13 +179,17 @@ def test_derived_masks_are_cached_beside_the_images_and_reused(radiography_root,
     for source in ("prior", "none"):  # one region for all, or none: nothing to cache
         prepare_data(config, source=source)
     assert sorted(p.name for p in gt.cache_dir.parent.iterdir() if p.is_dir() and p.name not in ("splits", "digests")) == [
-        gt.cache_dir.name, mask_folder.name]
+        gt.cache_dir.name,
+        mask_folder.name,
+    ]
 
 
 def test_options_that_do_not_fit_the_mask_source_are_errors(data_config):
-    for overrides, message in (({"source": "classical", "mask_dir": "masks"}, "goes with --mask-source gt"),
-                               ({"sam_checkpoint": "sam.pth"}, "only used by --mask-source sam"),
-                               ({"source": "sam", "sam_model": "vit_s"}, "expected one of vit_b")):
+    for overrides, message in (
+        ({"source": "classical", "mask_dir": "masks"}, "goes with --mask-source gt"),
+        ({"sam_checkpoint": "sam.pth"}, "only used by --mask-source sam"),
+        ({"source": "sam", "sam_model": "vit_s"}, "expected one of vit_b"),
+    ):
         with pytest.raises(DataError, match=message):
             prepare_data(data_config(QU_EX_SAMPLE), **overrides)
 
@@ -241,24 +248,44 @@ def test_sam_runs_end_to_end_on_one_image_with_a_random_model(tmp_path, data_con
 
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmark", *arguments], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark", *arguments], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_data_masks_command_scores_previews_and_lists_the_worst(tmp_path):
     preview, per_image = tmp_path / "masks.png", tmp_path / "scores.csv"
-    result = run_cli("data", "masks", "--profile", "smoke", "--cache-dir", str(tmp_path / "cache"), "--data-root",
-                     str(QU_EX_SAMPLE), "--source", "classical", "--evaluate", "--preview", str(preview),
-                     "--per-image", str(per_image), "--per-class", "2")
+    result = run_cli(
+        "data",
+        "masks",
+        "--profile",
+        "smoke",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--data-root",
+        str(QU_EX_SAMPLE),
+        "--source",
+        "classical",
+        "--evaluate",
+        "--preview",
+        str(preview),
+        "--per-image",
+        str(per_image),
+        "--per-class",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("mask source classical: the classical lung-field segmenter")
     assert "regions for 15 of 15 images (9 of 9 in the training pool)" in lines[1]
     assert any(line.startswith("quality against the dataset's own masks (9 images") for line in lines)
     assert [line.split()[:2] for line in lines if line.split()[:1] in (["COVID-19"], ["Normal"], ["all"])] == [
-        ["COVID-19", "3"], ["Normal", "3"], ["all", "9"]]
+        ["COVID-19", "3"],
+        ["Normal", "3"],
+        ["all", "9"],
+    ]
     start = lines.index("worst 5 by Dice:") + 1
-    assert all(line.startswith("  Dice 0.") for line in lines[start:start + 5])
+    assert all(line.startswith("  Dice 0.") for line in lines[start : start + 5])
     assert lines[start + 5] == f"per-image scores: {per_image}"
     with open(per_image, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -266,8 +293,20 @@ def test_data_masks_command_scores_previews_and_lists_the_worst(tmp_path):
     with Image.open(preview) as picture:
         assert picture.format == "PNG" and picture.width > 200
 
-    clash = run_cli("data", "masks", "--profile", "smoke", "--cache-dir", str(tmp_path / "cache"), "--data-root",
-                    str(QU_EX_SAMPLE), "--source", "prior", "--mask-source", "classical")
+    clash = run_cli(
+        "data",
+        "masks",
+        "--profile",
+        "smoke",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--data-root",
+        str(QU_EX_SAMPLE),
+        "--source",
+        "prior",
+        "--mask-source",
+        "classical",
+    )
     assert clash.returncode == 2 and "disagree" in clash.stderr
 
 
@@ -278,9 +317,11 @@ def test_report_keeps_other_mask_sources_out_of_table_2(tmp_path):
         made["run_id"] += f"-{source}"
         return made
 
-    records = [record(source, seed, accuracy + 0.01 * seed)
-               for source, accuracy in (("gt", 0.80), ("classical", 0.90), ("prior", 0.70), ("none", 0.60))
-               for seed in (0, 1)]
+    records = [
+        record(source, seed, accuracy + 0.01 * seed)
+        for source, accuracy in (("gt", 0.80), ("classical", 0.90), ("prior", 0.70), ("none", 0.60))
+        for seed in (0, 1)
+    ]
     records += [make_record("mae", "vit", 0.05, seed, 0.75 + 0.01 * seed) for seed in (0, 1)]
     for made in records:
         write_record(tmp_path / "runs" / f"{made['run_id']}.json", made)
@@ -291,9 +332,12 @@ def test_report_keeps_other_mask_sources_out_of_table_2(tmp_path):
     by_source = readme.split("### RGMIM by lung-mask source")[1].split("###")[0]
     rows = [line.split("|")[1:4] for line in by_source.splitlines() if line.startswith("| ") and "---" not in line]
     assert [[cell.strip() for cell in row] for row in rows] == [
-        ["Method", "Mask source", "5 %"], ["RGMIM", "gt", "0.805 ± 0.007 (n=2)"],
-        ["RGMIM", "classical", "**0.905 ± 0.007** (n=2)"], ["RGMIM", "prior", "0.705 ± 0.007 (n=2)"],
-        ["RGMIM", "none", "0.605 ± 0.007 (n=2)"]]  # MAE's masking ignores the region: not in this table
+        ["Method", "Mask source", "5 %"],
+        ["RGMIM", "gt", "0.805 ± 0.007 (n=2)"],
+        ["RGMIM", "classical", "**0.905 ± 0.007** (n=2)"],
+        ["RGMIM", "prior", "0.705 ± 0.007 (n=2)"],
+        ["RGMIM", "none", "0.605 ± 0.007 (n=2)"],
+    ]  # MAE's masking ignores the region: not in this table
     paired = readme.split("### RGMIM − MAE, paired by seed")[1].split("###")[0]
     assert "| 5 % | 2 | +0.050 |" in paired  # RGMIM (gt) − MAE per seed: the other sources are not paired
     assert "`region.source`" not in readme  # differing by design: no ⚠ in the protocol notes
@@ -304,8 +348,22 @@ def test_report_keeps_other_mask_sources_out_of_table_2(tmp_path):
 def test_rgmim_runs_with_each_mask_source_land_in_their_report_section(tmp_path):
     results = tmp_path / "results"
     for source in ("classical", "prior", "none"):
-        result = run_cli("run", "--method", "rgmim", "--fraction", "0.05", "--profile", "smoke", "--no-progress",
-                         "--cache-dir", str(tmp_path / "cache"), "--results", str(results), "--mask-source", source)
+        result = run_cli(
+            "run",
+            "--method",
+            "rgmim",
+            "--fraction",
+            "0.05",
+            "--profile",
+            "smoke",
+            "--no-progress",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--results",
+            str(results),
+            "--mask-source",
+            source,
+        )
         assert result.returncode == 0, result.stderr
         assert f'"source": "{source}"' in result.stderr  # the resolved config
     report = run_cli("report", "--results", str(results))
@@ -314,4 +372,7 @@ def test_rgmim_runs_with_each_mask_source_land_in_their_report_section(tmp_path)
     assert "No runs count in Table 2: its MIM rows need mask ratio 0.75 and RGMIM `gt` masks" in readme
     by_source = readme.split("### RGMIM by lung-mask source")[1].split("###")[0]
     assert [line.split("|")[2].strip() for line in by_source.splitlines() if line.startswith("| ")][2:] == [
-        "classical", "prior", "none"]
+        "classical",
+        "prior",
+        "none",
+    ]

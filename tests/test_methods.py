@@ -48,8 +48,8 @@ def test_mim_loss_targets_exactly_the_masked_patches():
     for b in range(2):
         for patch in masked_ids[b].tolist():
             row, col = divmod(patch, grid)
-            pixels = images[b, :, row * patch_size:(row + 1) * patch_size, col * patch_size:(col + 1) * patch_size]
-            expected.append((pixels ** 2).mean())
+            pixels = images[b, :, row * patch_size : (row + 1) * patch_size, col * patch_size : (col + 1) * patch_size]
+            expected.append((pixels**2).mean())
     assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
 
 
@@ -75,7 +75,7 @@ def test_skd_target_is_the_closed_form_of_batch_knowledge_propagation():
     affinity.fill_diagonal_(float("-inf"))
     weights = affinity.softmax(dim=1)
     assert torch.allclose(weights.diagonal(), torch.zeros(5))
-    series = sum((1 - omega) * omega ** k * torch.linalg.matrix_power(weights, k) @ values for k in range(60))
+    series = sum((1 - omega) * omega**k * torch.linalg.matrix_power(weights, k) @ values for k in range(60))
     assert torch.allclose(result, series, atol=1e-5)
 
 
@@ -104,8 +104,13 @@ def test_resnet_weights_load_offline_from_a_local_file(tmp_path):
 
 def test_vit_weights_load_offline_from_a_local_file(tmp_path):
     config = smoke_config()
-    reference = timm.create_model(config.vit.name, pretrained=False, depth=config.vit.depth,
-                                  img_size=config.data.image_size, patch_size=config.vit.patch_size)
+    reference = timm.create_model(
+        config.vit.name,
+        pretrained=False,
+        depth=config.vit.depth,
+        img_size=config.data.image_size,
+        patch_size=config.vit.patch_size,
+    )
     path = tmp_path / "vit.pth"
     torch.save(reference.state_dict(), path)
     encoder = load_imagenet_encoder(smoke_config(**{"vit.weights": path}), "vit")
@@ -142,16 +147,26 @@ def test_a_masking_function_plugged_into_the_registry_runs_and_reports(tmp_path,
     from benchmark.runner import execute
     from methods.base import Method
 
-    monkeypatch.setitem(METHODS, "lungspare", Method(
-        name="lungspare", display="Lung-sparing MIM", archs=("vit",), pretext="non-lung patches masked first",
-        reference="README example",
-        build_pretrainer=lambda config, settings: MaskedAutoencoder(config, settings, lung_sparing_masking),
-        settings=MIMSettings, region_guided=True))
+    monkeypatch.setitem(
+        METHODS,
+        "lungspare",
+        Method(
+            name="lungspare",
+            display="Lung-sparing MIM",
+            archs=("vit",),
+            pretext="non-lung patches masked first",
+            reference="README example",
+            build_pretrainer=lambda config, settings: MaskedAutoencoder(config, settings, lung_sparing_masking),
+            settings=MIMSettings,
+            region_guided=True,
+        ),
+    )
     config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}"])
     assert config.method("lungspare") == config.method("rgmim")  # its own section, at the profile's sizes
     record = execute("lungspare", 0.5, config, tmp_path / "results", progress=False)
-    execute("lungspare", 0.5, replace(config, region=replace(config.region, source="prior")), tmp_path / "results",
-            progress=False)
+    execute(
+        "lungspare", 0.5, replace(config, region=replace(config.region, source="prior")), tmp_path / "results", progress=False
+    )
     masking = record["pretrain"]["masking"][0]
     # smoke grid: 16 patches, 4 visible, ~12 lung; every visible patch is a lung patch (RGMIM would show none)
     visible_lung = masking["visible_valid_fraction"] * masking["mean_valid_patches"]

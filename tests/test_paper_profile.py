@@ -16,9 +16,17 @@ from benchmark.runner import configure, execute
 from methods import METHODS
 
 ENTRIES = [(name, arch) for name, method in METHODS.items() for arch in method.archs]
-BUDGET = ["data.phantom_count=40", "pretrain.epochs=1", "pretrain.batch_size=4", "pretrain.max_steps=1",
-          "finetune.epochs=1", "finetune.batch_size=4", "finetune.max_steps=1", "finetune.eval_batch_size=8",
-          "runtime.device=cpu"]
+BUDGET = [
+    "data.phantom_count=40",
+    "pretrain.epochs=1",
+    "pretrain.batch_size=4",
+    "pretrain.max_steps=1",
+    "finetune.epochs=1",
+    "finetune.batch_size=4",
+    "finetune.max_steps=1",
+    "finetune.eval_batch_size=8",
+    "runtime.device=cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +52,10 @@ def test_every_registry_entry_takes_a_step_at_the_paper_sizes(paper_workspace, m
     assert validate_record(record) == []
     resolved = record["config"]
     assert (resolved["data"]["image_size"], resolved["vit"]["name"], resolved["vit"]["patch_size"]) == (
-        224, "vit_base_patch16_224", 16)
+        224,
+        "vit_base_patch16_224",
+        16,
+    )
     assert resolved["resnet"]["name"] == "resnet50" and resolved["finetune"]["blr"] == 1.5e-4
     if "rgmim" in resolved["methods"]:
         decoder = resolved["methods"]["rgmim"]

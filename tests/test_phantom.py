@@ -45,7 +45,7 @@ def test_image_and_mask_shapes_dtypes_and_mask_placement(size):
 def test_lungs_are_darker_than_the_mediastinum_and_abdomen():
     image, mask, _ = generate(0, seed=0, size=SMALL)
     lungs = image[mask > 0].mean()
-    middle_column = image[SMALL // 4:, SMALL // 2 - 2:SMALL // 2 + 2].mean()
+    middle_column = image[SMALL // 4 :, SMALL // 2 - 2 : SMALL // 2 + 2].mean()
     assert lungs < middle_column - 30
 
 

@@ -30,10 +30,21 @@ CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia"]
 RECALL_OFFSETS = (0.02, -0.02, 0.01, -0.01)  # per-class spread around the accuracy, summing to zero
 
 
-def make_record(method: str, arch: str, fraction: float, seed: int, accuracy: Optional[float] = None, *,
-                mask_ratio: Optional[float] = 0.75, dataset: str = "phantom", fingerprint: str = "fp-phantom-0001",
-                profile: str = "cpu", epochs: int = 4, reused: bool = False,
-                finished_at: str = "2026-11-28T11:00:00+00:00") -> dict:
+def make_record(
+    method: str,
+    arch: str,
+    fraction: float,
+    seed: int,
+    accuracy: Optional[float] = None,
+    *,
+    mask_ratio: Optional[float] = 0.75,
+    dataset: str = "phantom",
+    fingerprint: str = "fp-phantom-0001",
+    profile: str = "cpu",
+    epochs: int = 4,
+    reused: bool = False,
+    finished_at: str = "2026-11-28T11:00:00+00:00",
+) -> dict:
     """A schema-valid record; ``accuracy`` defaults to a plausible value from method, fraction and seed."""
     if accuracy is None:
         accuracy = round(0.5 + 0.3 * fraction + 0.02 * len(method) % 0.1 + 0.005 * seed, 4)
@@ -49,34 +60,67 @@ def make_record(method: str, arch: str, fraction: float, seed: int, accuracy: Op
         correct = round(recall[cls] * per_class)
         confusion[index][index] = correct
         confusion[index][(index + 1) % len(CLASSES)] = per_class - correct
-    history = [{"epoch": epoch, "train_loss": round(1.4 / epoch, 4),
-                "accuracy": round(accuracy - (accuracy - 0.25) * (1 - epoch / epochs) ** 2, 4),
-                "macro_f1": round(accuracy - 0.01, 4), "lr": 2.5e-4} for epoch in range(1, epochs + 1)]
-    pretrain = None if entry.build_pretrainer is None else {
-        "cache_key": f"{method}-{arch}-{seed}", "reused": reused, "wall_time_s": 120.0, "images_per_s": 210.0,
-        "epochs": 10, "loss_history": [0.9, 0.7],
-        "masking": [{"epoch": 1, "mean_valid_patches": 30.1, "masked_valid_fraction": 0.6,
-                     "visible_valid_fraction": 0.0}] if entry.uses_mask_ratio else None,
-    }
+    history = [
+        {
+            "epoch": epoch,
+            "train_loss": round(1.4 / epoch, 4),
+            "accuracy": round(accuracy - (accuracy - 0.25) * (1 - epoch / epochs) ** 2, 4),
+            "macro_f1": round(accuracy - 0.01, 4),
+            "lr": 2.5e-4,
+        }
+        for epoch in range(1, epochs + 1)
+    ]
+    pretrain = (
+        None
+        if entry.build_pretrainer is None
+        else {
+            "cache_key": f"{method}-{arch}-{seed}",
+            "reused": reused,
+            "wall_time_s": 120.0,
+            "images_per_s": 210.0,
+            "epochs": 10,
+            "loss_history": [0.9, 0.7],
+            "masking": [{"epoch": 1, "mean_valid_patches": 30.1, "masked_valid_fraction": 0.6, "visible_valid_fraction": 0.0}]
+            if entry.uses_mask_ratio
+            else None,
+        }
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": f"{method}-{arch}-f{fraction}-s{seed}-m{mask_ratio}-{fingerprint[-4:]}-{profile}",
-        "method": method, "arch": arch, "fraction": fraction, "seed": seed, "mask_ratio": mask_ratio,
-        "profile": profile, "method_info": method_facts(entry),
-        "dataset": {"name": dataset, "fingerprint": fingerprint, "classes": list(CLASSES), "train_pool": 1600,
-                    "mask_source": "gt",
-                    "test": 4 * per_class, "finetune_subset": max(4, round(1600 * fraction))},
+        "method": method,
+        "arch": arch,
+        "fraction": fraction,
+        "seed": seed,
+        "mask_ratio": mask_ratio,
+        "profile": profile,
+        "method_info": method_facts(entry),
+        "dataset": {
+            "name": dataset,
+            "fingerprint": fingerprint,
+            "classes": list(CLASSES),
+            "train_pool": 1600,
+            "mask_source": "gt",
+            "test": 4 * per_class,
+            "finetune_subset": max(4, round(1600 * fraction)),
+        },
         "config": config,
-        "metrics": {"accuracy": accuracy, "macro_f1": round(accuracy - 0.01, 4), "per_class_recall": recall,
-                    "auroc": {c: round(min(1.0, accuracy + 0.1), 4) for c in CLASSES},
-                    "macro_auroc": round(min(1.0, accuracy + 0.1), 4), "confusion": confusion,
-                    "best_epoch_accuracy": accuracy},
+        "metrics": {
+            "accuracy": accuracy,
+            "macro_f1": round(accuracy - 0.01, 4),
+            "per_class_recall": recall,
+            "auroc": {c: round(min(1.0, accuracy + 0.1), 4) for c in CLASSES},
+            "macro_auroc": round(min(1.0, accuracy + 0.1), 4),
+            "confusion": confusion,
+            "best_epoch_accuracy": accuracy,
+        },
         "history": history,
         "pretrain": pretrain,
         "finetune": {"wall_time_s": 60.0 * fraction + 5.0, "images_per_s": 80.0, "epochs": epochs},
         "hardware": {"device": "cpu", "gpu": None, "torch": "2.4.1", "cpu_count": 2, "hostname": "vm"},
         "code_version": {"commit": "abc123", "dirty": True},
-        "started_at": "2026-11-28T10:00:00+00:00", "finished_at": finished_at,
+        "started_at": "2026-11-28T10:00:00+00:00",
+        "finished_at": finished_at,
     }
 
 
@@ -92,24 +136,27 @@ def test_every_required_key_is_checked(key: str) -> None:
     assert any(key in problem for problem in validate_record(record))
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda r: r["metrics"].pop("macro_f1"), "metrics.macro_f1"),
-    (lambda r: r.update(schema_version=SCHEMA_VERSION + 1), "schema_version"),
-    (lambda r: r.update(method=""), "method"),
-    (lambda r: r["method_info"].update(archs=["resnet"]), "method_info"),
-    (lambda r: r.update(arch="convnext"), "arch"),
-    (lambda r: r.update(fraction=0.0), "fraction"),
-    (lambda r: r.update(seed="0"), "seed"),
-    (lambda r: r.update(mask_ratio=None), "mask_ratio"),
-    (lambda r: r["metrics"].update(accuracy=1.5), "metrics.accuracy"),
-    (lambda r: r["metrics"].update(macro_auroc=math.nan), "NaN"),
-    (lambda r: r["metrics"]["per_class_recall"].pop("COVID"), "per_class_recall"),
-    (lambda r: r["metrics"].update(confusion=[[1, 2], [3, 4]]), "confusion"),
-    (lambda r: r["history"][0].pop("accuracy"), "history[0]"),
-    (lambda r: r.update(pretrain=None), "pretrain"),
-    (lambda r: r["finetune"].update(wall_time_s=-1), "finetune.wall_time_s"),
-    (lambda r: r.update(finished_at="yesterday"), "finished_at"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda r: r["metrics"].pop("macro_f1"), "metrics.macro_f1"),
+        (lambda r: r.update(schema_version=SCHEMA_VERSION + 1), "schema_version"),
+        (lambda r: r.update(method=""), "method"),
+        (lambda r: r["method_info"].update(archs=["resnet"]), "method_info"),
+        (lambda r: r.update(arch="convnext"), "arch"),
+        (lambda r: r.update(fraction=0.0), "fraction"),
+        (lambda r: r.update(seed="0"), "seed"),
+        (lambda r: r.update(mask_ratio=None), "mask_ratio"),
+        (lambda r: r["metrics"].update(accuracy=1.5), "metrics.accuracy"),
+        (lambda r: r["metrics"].update(macro_auroc=math.nan), "NaN"),
+        (lambda r: r["metrics"]["per_class_recall"].pop("COVID"), "per_class_recall"),
+        (lambda r: r["metrics"].update(confusion=[[1, 2], [3, 4]]), "confusion"),
+        (lambda r: r["history"][0].pop("accuracy"), "history[0]"),
+        (lambda r: r.update(pretrain=None), "pretrain"),
+        (lambda r: r["finetune"].update(wall_time_s=-1), "finetune.wall_time_s"),
+        (lambda r: r.update(finished_at="yesterday"), "finished_at"),
+    ],
+)
 def test_schema_problems_are_named(mutate, expected: str) -> None:
     record = make_record("rgmim", "vit", 0.05, 0)
     mutate(record)
@@ -205,10 +252,29 @@ def test_records_frame_flattens_one_row_per_run() -> None:
     records = [make_record("rgmim", "vit", 0.05, s) for s in (0, 1)] + [make_record("transfer", "resnet", 0.05, 0)]
     frame = records_frame(records)
     assert len(frame) == 3
-    for column in ("run_id", "method", "arch", "row", "fraction", "seed", "mask_ratio", "profile", "dataset",
-                   "fingerprint", "accuracy", "macro_f1", "macro_auroc", "recall_COVID", "auroc_Normal",
-                   "pretrain_wall_time_s", "finetune_wall_time_s", "pretrain_images_per_s",
-                   "finetune_images_per_s", "device", "gpu"):
+    for column in (
+        "run_id",
+        "method",
+        "arch",
+        "row",
+        "fraction",
+        "seed",
+        "mask_ratio",
+        "profile",
+        "dataset",
+        "fingerprint",
+        "accuracy",
+        "macro_f1",
+        "macro_auroc",
+        "recall_COVID",
+        "auroc_Normal",
+        "pretrain_wall_time_s",
+        "finetune_wall_time_s",
+        "pretrain_images_per_s",
+        "finetune_images_per_s",
+        "device",
+        "gpu",
+    ):
         assert column in frame.columns
     assert list(frame["row"]) == ["RGMIM", "RGMIM", "Transfer (ResNet)"]
     assert pd.isna(frame.loc[2, "mask_ratio"]) and pd.isna(frame.loc[2, "pretrain_wall_time_s"])
@@ -221,8 +287,7 @@ def test_row_labels_follow_the_paper() -> None:
 
 
 def test_a_method_added_to_the_registry_needs_no_edit_here(monkeypatch) -> None:
-    monkeypatch.setitem(methods.METHODS, "mymim", dataclasses.replace(methods.METHODS["mae"], name="mymim",
-                                                                      display="MyMIM"))
+    monkeypatch.setitem(methods.METHODS, "mymim", dataclasses.replace(methods.METHODS["mae"], name="mymim", display="MyMIM"))
     record = make_record("mymim", "vit", 0.05, 0)
     assert validate_record(record) == []
     assert any("mask_ratio must be a number" in p for p in validate_record({**record, "mask_ratio": None}))

@@ -31,11 +31,18 @@ def write_runs(results: Path, records: list[dict]) -> None:
 
 def suite_records() -> list[dict]:
     """Every paper row at every Table 2 fraction with 2-3 seeds, plus a Table 3 mask-ratio sweep."""
-    records = [make_record(method, arch, fraction, seed, epochs=5)
-               for method, arch in PAPER_ROWS for fraction in paper.PAPER_FRACTIONS
-               for seed in ((0, 1, 2) if method in ("rgmim", "mae") else (0, 1))]
-    records += [make_record(method, "vit", 1.0, seed, mask_ratio=ratio, epochs=5)
-                for method in ("rgmim", "mae") for ratio in (0.15, 0.45, 0.9) for seed in (0, 1)]
+    records = [
+        make_record(method, arch, fraction, seed, epochs=5)
+        for method, arch in PAPER_ROWS
+        for fraction in paper.PAPER_FRACTIONS
+        for seed in ((0, 1, 2) if method in ("rgmim", "mae") else (0, 1))
+    ]
+    records += [
+        make_record(method, "vit", 1.0, seed, mask_ratio=ratio, epochs=5)
+        for method in ("rgmim", "mae")
+        for ratio in (0.15, 0.45, 0.9)
+        for seed in (0, 1)
+    ]
     return records
 
 
@@ -87,13 +94,26 @@ def test_runs_csv_has_one_row_per_record_and_no_temporary_files_remain(full_repo
 
 def test_full_report_has_every_table(full_report) -> None:
     _, readme = full_report
-    for heading in ("Table 2", "Table 3", "RGMIM − MAE, paired by seed", "Per-class recall and AUROC", "Cost",
-                    "Protocol"):
+    for heading in ("Table 2", "Table 3", "RGMIM − MAE, paired by seed", "Per-class recall and AUROC", "Cost", "Protocol"):
         assert f"### {heading}" in readme
-    rows = [line.split("|")[1].strip() for line in section_text(readme, "phantom · cpu profile").split(
-        "### Table 3")[0].splitlines() if line.startswith("| ") and not line.startswith("| ---")]
-    assert rows == ["Method", "RGMIM", "MAE", "SKD", "Cross", "BYOL", "SimSiam", "Transfer (ViT)",
-                    "Transfer (ResNet)", "Scratch (ViT)", "Scratch (ResNet)"]
+    rows = [
+        line.split("|")[1].strip()
+        for line in section_text(readme, "phantom · cpu profile").split("### Table 3")[0].splitlines()
+        if line.startswith("| ") and not line.startswith("| ---")
+    ]
+    assert rows == [
+        "Method",
+        "RGMIM",
+        "MAE",
+        "SKD",
+        "Cross",
+        "BYOL",
+        "SimSiam",
+        "Transfer (ViT)",
+        "Transfer (ResNet)",
+        "Scratch (ViT)",
+        "Scratch (ResNet)",
+    ]
     assert "Image size 64 px" in readme and "vit_tiny_patch16_224" in readme  # from the cpu config
     assert "Pretraining: 10 epochs, batch 64" in readme
 
@@ -125,8 +145,7 @@ def test_table2_stats_numbers(tmp_path: Path) -> None:
 
 def test_table3_mask_ratios_at_full_labels(tmp_path: Path) -> None:
     records = [make_record("rgmim", "vit", 1.0, seed, accuracy) for seed, accuracy in enumerate((0.90, 0.92))]
-    records += [make_record("rgmim", "vit", 1.0, seed, accuracy, mask_ratio=0.5)
-                for seed, accuracy in enumerate((0.85, 0.87))]
+    records += [make_record("rgmim", "vit", 1.0, seed, accuracy, mask_ratio=0.5) for seed, accuracy in enumerate((0.85, 0.87))]
     records += [make_record("mae", "vit", 1.0, 0, 0.88), make_record("mae", "vit", 0.5, 0, 0.99, mask_ratio=0.5)]
     write_runs(tmp_path, records)
     readme = build_report(tmp_path).read_text(encoding="utf-8")
@@ -134,8 +153,11 @@ def test_table3_mask_ratios_at_full_labels(tmp_path: Path) -> None:
 
     assert table_row(table3, "Mask ratio") == ["Mask ratio", "RGMIM", "MAE"]
     assert table_row(table3, "0.50") == ["0.50", "0.860 ± 0.014 (n=2)", "—"]  # the 50 % MAE run is not Table 3
-    assert table_row(table3, "0.75") == ["0.75", "**0.910 ± 0.014** (n=2)<br>paper 0.962 · Δ −0.052",
-                                         "**0.880** (n=1)<br>paper 0.956 · Δ −0.076"]
+    assert table_row(table3, "0.75") == [
+        "0.75",
+        "**0.910 ± 0.014** (n=2)<br>paper 0.962 · Δ −0.052",
+        "**0.880** (n=1)<br>paper 0.956 · Δ −0.076",
+    ]
 
 
 def test_bootstrap_ci_known_answers() -> None:
@@ -172,20 +194,26 @@ def test_datasets_and_profiles_get_separate_sections_and_banners(tmp_path: Path)
         ("phantom", "fp-phantom-0002", "cpu"): 0.40,
         ("covid-radiography", "fp-real-0001", "paper"): 0.95,
     }
-    records = [make_record("rgmim", "vit", 1.0, seed, accuracy, dataset=dataset, fingerprint=fingerprint,
-                           profile=profile)
-               for (dataset, fingerprint, profile), accuracy in groups.items() for seed in (0, 1)]
+    records = [
+        make_record("rgmim", "vit", 1.0, seed, accuracy, dataset=dataset, fingerprint=fingerprint, profile=profile)
+        for (dataset, fingerprint, profile), accuracy in groups.items()
+        for seed in (0, 1)
+    ]
     write_runs(tmp_path, records)
     readme = build_report(tmp_path).read_text(encoding="utf-8")
 
     headings = re.findall(r"^## (.+)$", readme, flags=re.MULTILINE)
     assert headings[0] == "covid-radiography · paper profile"  # the comparable section comes first
-    assert sorted(headings) == sorted(["covid-radiography · paper profile", "phantom · cpu profile",
-                                       "phantom · cpu profile", "phantom · smoke profile"])
+    assert sorted(headings) == sorted(
+        ["covid-radiography · paper profile", "phantom · cpu profile", "phantom · cpu profile", "phantom · smoke profile"]
+    )
     for section in readme.split("\n## ")[1:]:
         fingerprint = re.search(r"fingerprint `([^`]+)`", section).group(1)
-        (dataset, _, profile), accuracy = next((key, value) for key, value in groups.items()
-                                               if key[1] == fingerprint and section.startswith(f"{key[0]} · {key[2]} "))
+        (dataset, _, profile), accuracy = next(
+            (key, value)
+            for key, value in groups.items()
+            if key[1] == fingerprint and section.startswith(f"{key[0]} · {key[2]} ")
+        )
         # Each section holds only its own group's two seeds, never an average across groups.
         cell = table_row(section.split("### Table 3")[0], "RGMIM")[1]
         assert cell.startswith(f"**{accuracy:.3f} ± 0.000** (n=2)<br>paper 0.962 · Δ ")
@@ -219,11 +247,12 @@ def test_bad_files_are_skipped_with_warnings_and_the_report_still_builds(tmp_pat
         assert any(name in message for message in messages), name
         assert f"`runs/{name}`" in readme
     assert "missing key 'metrics.accuracy'" in readme
-    assert re.fullmatch(r"\*\*0\.\d{3} ± 0\.\d{3}\*\* \(n=2\)<br>paper 0\.893 · Δ −0\.\d{3}",
-                        table_row(readme.split("### Table 2")[1], "RGMIM")[1])
+    assert re.fullmatch(
+        r"\*\*0\.\d{3} ± 0\.\d{3}\*\* \(n=2\)<br>paper 0\.893 · Δ −0\.\d{3}",
+        table_row(readme.split("### Table 2")[1], "RGMIM")[1],
+    )
     assert len(pd.read_csv(tmp_path / "runs.csv")) == len(good)
-    table2_rows = [line for line in readme.split("### Table 2")[1].split("### Table 3")[0].splitlines()
-                   if line.startswith("|")]
+    table2_rows = [line for line in readme.split("### Table 2")[1].split("### Table 3")[0].splitlines() if line.startswith("|")]
     assert not any("MAE" in line for line in table2_rows)
 
 

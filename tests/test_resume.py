@@ -28,8 +28,9 @@ def stop_after_first_checkpoint(monkeypatch, module):
 
 @pytest.fixture
 def setup(tmp_path):
-    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2",
-                                       "pretrain.max_steps=0", "finetune.epochs=2"])
+    config, _ = configure(
+        "smoke", [f"data.cache_dir={tmp_path / 'cache'}", "pretrain.epochs=2", "pretrain.max_steps=0", "finetune.epochs=2"]
+    )
     return config, prepare(config.data, config.region, progress=False), torch.device("cpu")
 
 

@@ -23,17 +23,38 @@ def workspace(tmp_path_factory) -> dict:
     """A shared cache (the phantom is generated once) and random stand-ins for ImageNet weight files."""
     root = tmp_path_factory.mktemp("run-cli")
     config, _ = configure("smoke")
-    vit = timm.create_model(config.vit.name, pretrained=False, depth=config.vit.depth,
-                            img_size=config.data.image_size, patch_size=config.vit.patch_size)
+    vit = timm.create_model(
+        config.vit.name,
+        pretrained=False,
+        depth=config.vit.depth,
+        img_size=config.data.image_size,
+        patch_size=config.vit.patch_size,
+    )
     torch.save(vit.state_dict(), root / "vit-imagenet.pth")  # named mock: no real ImageNet weights offline
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet-imagenet.pth")
-    return {"root": root, "cache": root / "cache", "results": root / "results",
-            "weights": {"vit": root / "vit-imagenet.pth", "resnet": root / "resnet-imagenet.pth"}}
+    return {
+        "root": root,
+        "cache": root / "cache",
+        "results": root / "results",
+        "weights": {"vit": root / "vit-imagenet.pth", "resnet": root / "resnet-imagenet.pth"},
+    }
 
 
 def run_cli(workspace: dict, *arguments: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "benchmark", "run", "--profile", "smoke", "--no-progress",
-               "--cache-dir", str(workspace["cache"]), "--results", str(workspace["results"]), *arguments]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        "run",
+        "--profile",
+        "smoke",
+        "--no-progress",
+        "--cache-dir",
+        str(workspace["cache"]),
+        "--results",
+        str(workspace["results"]),
+        *arguments,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -76,19 +97,21 @@ def test_another_fraction_reuses_the_pretrained_encoder_and_same_run_reuses_the_
 
 
 def test_missing_weights_fail_before_any_work(workspace, tmp_path):
-    result = run_cli(workspace, "--method", "transfer", "--fraction", "0.05",
-                     "--weights", str(tmp_path / "missing.pth"))
+    result = run_cli(workspace, "--method", "transfer", "--fraction", "0.05", "--weights", str(tmp_path / "missing.pth"))
     assert result.returncode == 2
     assert "missing.pth" in result.stderr and "does not exist" in result.stderr
     assert "decoding" not in result.stderr  # nothing was prepared
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--method", "rgmiim", "--fraction", "0.05"], "--method 'rgmiim'"),
-    (["--method", "rgmim", "--fraction", "1.5"], "1.5"),
-    (["--method", "rgmim", "--fraction", "0"], "(0, 1]"),
-    (["--method", "byol", "--arch", "vit", "--fraction", "0.05"], "--arch 'vit'"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--method", "rgmiim", "--fraction", "0.05"], "--method 'rgmiim'"),
+        (["--method", "rgmim", "--fraction", "1.5"], "1.5"),
+        (["--method", "rgmim", "--fraction", "0"], "(0, 1]"),
+        (["--method", "byol", "--arch", "vit", "--fraction", "0.05"], "--arch 'vit'"),
+    ],
+)
 def test_bad_run_arguments_are_clear_errors(workspace, arguments, message):
     result = run_cli(workspace, *arguments)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -71,10 +71,35 @@ def finished_sweep(cluster_profile: Path, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("slurm-sweep")
     weights = root / "resnet.pth"
     weights.write_bytes(b"stand-in, deleted before any job reads it")
-    grid = ["--methods", "rgmim,cross", "--fractions", "0.25,0.5", "--seeds", "0", "--profile", "smoke",
-            "--set", "pretrain.max_steps=0", "--set", "pretrain.epochs=8", "--weights-resnet", str(weights)]
-    arguments = [*grid, "--executor", "slurm", "--cluster", str(cluster_profile), "--results", str(root / "results"),
-                 "--cache-dir", str(root / "cache"), "--name", "smoke"]
+    grid = [
+        "--methods",
+        "rgmim,cross",
+        "--fractions",
+        "0.25,0.5",
+        "--seeds",
+        "0",
+        "--profile",
+        "smoke",
+        "--set",
+        "pretrain.max_steps=0",
+        "--set",
+        "pretrain.epochs=8",
+        "--weights-resnet",
+        str(weights),
+    ]
+    arguments = [
+        *grid,
+        "--executor",
+        "slurm",
+        "--cluster",
+        str(cluster_profile),
+        "--results",
+        str(root / "results"),
+        "--cache-dir",
+        str(root / "cache"),
+        "--name",
+        "smoke",
+    ]
     sweep = planning.plan_sweep(parse("sweep", *arguments))
     weights.unlink()
     assert executors.launch(sweep) == 0
@@ -83,22 +108,41 @@ def finished_sweep(cluster_profile: Path, tmp_path_factory: pytest.TempPathFacto
     jobs = {entry["name"]: submitit.SlurmJob(folder, entry["job_id"]) for entry in manifest["jobs"]}
     try:
         pretraining = jobs["pretrain-rgmim-vit-s0-m0.75"]
+
         def checkpoints() -> list[Path]:  # saved after every epoch, deleted once the encoder is cached
             return list((root / "cache" / "pretrained").glob("rgmim-*/checkpoint.pt"))
 
-        wait_until(lambda: checkpoints() or pretraining.done(), 120, "RGMIM's first pretraining epoch checkpoint",
-                   interval_s=0.1)
+        wait_until(
+            lambda: checkpoints() or pretraining.done(), 120, "RGMIM's first pretraining epoch checkpoint", interval_s=0.1
+        )
         if not checkpoints():
             pytest.fail(f"RGMIM pretraining ended before it could be preempted:\n{pretraining.stderr()}")
         pretraining._interrupt()  # preemption: SIGTERM, then USR2
 
-        twin = planning.plan_sweep(parse(
-            "sweep", *grid[2:], "--methods", "rgmim", "--executor", "local", "--results", str(root / "twin"),
-            "--cache-dir", str(root / "twin-cache"), "--name", "twin"))
+        twin = planning.plan_sweep(
+            parse(
+                "sweep",
+                *grid[2:],
+                "--methods",
+                "rgmim",
+                "--executor",
+                "local",
+                "--results",
+                str(root / "twin"),
+                "--cache-dir",
+                str(root / "twin-cache"),
+                "--name",
+                "twin",
+            )
+        )
         assert executors.launch(twin) == 0
 
-        wait_until(lambda: all(job.done(force_check=True) for job in jobs.values()), SWEEP_TIMEOUT_S,
-                   "the end of every job of the sweep", interval_s=2)
+        wait_until(
+            lambda: all(job.done(force_check=True) for job in jobs.values()),
+            SWEEP_TIMEOUT_S,
+            "the end of every job of the sweep",
+            interval_s=2,
+        )
         yield {"root": root, "arguments": arguments, "manifest": manifest, "jobs": jobs, "weights": weights}
     finally:
         subprocess.run(["scancel", *(job.job_id for job in jobs.values())], capture_output=True)
@@ -110,8 +154,11 @@ def test_preempted_pretraining_resumes_and_matches_its_uninterrupted_twin(finish
     assert "this job is preempted" in log and "[pretrain] resuming rgmim from epoch" in log
     assert pretraining.result()["resumed_from_epoch"] >= 1
     root = finished_sweep["root"]
-    rgmim_runs = [entry["name"] for entry in finished_sweep["manifest"]["jobs"]
-                  if entry["kind"] == "finetune" and entry["method"] == "rgmim"]
+    rgmim_runs = [
+        entry["name"]
+        for entry in finished_sweep["manifest"]["jobs"]
+        if entry["kind"] == "finetune" and entry["method"] == "rgmim"
+    ]
     assert len(rgmim_runs) == 2
     for run in rgmim_runs:
         interrupted = read_record(record_path(root / "results", run))
@@ -119,12 +166,14 @@ def test_preempted_pretraining_resumes_and_matches_its_uninterrupted_twin(finish
         assert interrupted["pretrain"]["resumed_from_epoch"] >= 1 and twin["pretrain"]["resumed_from_epoch"] is None
         assert interrupted["pretrain"]["loss_history"] == twin["pretrain"]["loss_history"]
         assert interrupted["metrics"] == twin["metrics"]
-        assert ([{k: v for k, v in epoch.items() if k not in TIMING_KEYS} for epoch in interrupted["history"]]
-                == [{k: v for k, v in epoch.items() if k not in TIMING_KEYS} for epoch in twin["history"]])
+        assert [{k: v for k, v in epoch.items() if k not in TIMING_KEYS} for epoch in interrupted["history"]] == [
+            {k: v for k, v in epoch.items() if k not in TIMING_KEYS} for epoch in twin["history"]
+        ]
 
 
-def test_status_shows_progress_and_the_failed_jobs_tracebacks(finished_sweep: dict[str, Any],
-                                                              capsys: pytest.CaptureFixture) -> None:
+def test_status_shows_progress_and_the_failed_jobs_tracebacks(
+    finished_sweep: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
     results = finished_sweep["root"] / "results"
     assert status_module.status_command(parse("status", "--results", str(results), "--name", "smoke")) == 0
     output = capsys.readouterr().out
@@ -144,8 +193,11 @@ def test_jobs_are_named_after_their_runs_and_logged_in_the_sweep_folder(finished
     assert {entry["dependency"] for entry in runs} == {f"afterok:{pretraining['job_id']}"}
     array_id = runs[0]["job_id"].split("_")[0]
     assert sorted(entry["job_id"] for entry in runs) == [f"{array_id}_0", f"{array_id}_1"]
-    accounting = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName", "-j",
-                                 f"{pretraining['job_id']},{array_id}"], capture_output=True, text=True).stdout
+    accounting = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,JobName", "-j", f"{pretraining['job_id']},{array_id}"],
+        capture_output=True,
+        text=True,
+    ).stdout
     names = dict(line.split("|") for line in accounting.splitlines())
     assert names[pretraining["job_id"]] == "pretrain-rgmim-vit-s0-m0.75"
     assert names[f"{array_id}_0"] == "finetune-rgmim-vit-s0-m0.75"
@@ -174,9 +226,23 @@ def test_report_is_built_from_the_sweep_records(finished_sweep: dict[str, Any]) 
 def test_an_unknown_partition_is_a_config_error(cluster_profile: Path, tmp_path: Path) -> None:
     profile = tmp_path / "nosuch.yaml"
     profile.write_text(yaml.safe_dump({**yaml.safe_load(cluster_profile.read_text()), "partition": "nosuch"}))
-    sweep = planning.plan_sweep(parse(
-        "sweep", "--methods", "scratch", "--fractions", "0.5", "--profile", "smoke", "--executor", "slurm",
-        "--cluster", str(profile), "--results", str(tmp_path / "results")))
+    sweep = planning.plan_sweep(
+        parse(
+            "sweep",
+            "--methods",
+            "scratch",
+            "--fractions",
+            "0.5",
+            "--profile",
+            "smoke",
+            "--executor",
+            "slurm",
+            "--cluster",
+            str(profile),
+            "--results",
+            str(tmp_path / "results"),
+        )
+    )
     with pytest.raises(ConfigError) as caught:
         executors.launch(sweep)
     message = str(caught.value)
@@ -194,24 +260,66 @@ def test_a_two_task_profile_runs_each_job_as_two_ddp_ranks(cluster_profile: Path
     """tasks_per_node: 2 makes every job of the sweep two submitit tasks that join one DDP group (gloo on CPU):
     one record, written by rank 0, equal to what the local executor gets in one process."""
     profile = tmp_path / "local-2tasks.yaml"
-    profile.write_text(yaml.safe_dump({**yaml.safe_load(cluster_profile.read_text()), "tasks_per_node": 2,
-                                       "cpus_per_task": 1, "gpus_per_node": 0}))
-    grid = ["--methods", "rgmim", "--fractions", "0.1", "--seeds", "0", "--profile", "smoke",
-            *(item for override in DDP_OVERRIDES for item in ("--set", override))]
-    sweep = planning.plan_sweep(parse(
-        "sweep", *grid, "--executor", "slurm", "--cluster", str(profile), "--results", str(tmp_path / "results"),
-        "--cache-dir", str(tmp_path / "cache"), "--name", "ddp"))
+    profile.write_text(
+        yaml.safe_dump(
+            {**yaml.safe_load(cluster_profile.read_text()), "tasks_per_node": 2, "cpus_per_task": 1, "gpus_per_node": 0}
+        )
+    )
+    grid = [
+        "--methods",
+        "rgmim",
+        "--fractions",
+        "0.1",
+        "--seeds",
+        "0",
+        "--profile",
+        "smoke",
+        *(item for override in DDP_OVERRIDES for item in ("--set", override)),
+    ]
+    sweep = planning.plan_sweep(
+        parse(
+            "sweep",
+            *grid,
+            "--executor",
+            "slurm",
+            "--cluster",
+            str(profile),
+            "--results",
+            str(tmp_path / "results"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--name",
+            "ddp",
+        )
+    )
     assert executors.launch(sweep) == 0
     manifest = manifests.read_manifest(sweep.manifest)
-    jobs = {entry["name"]: submitit.SlurmJob(manifest["submitit_folder"], entry["job_id"], tasks=(0, 1))
-            for entry in manifest["jobs"]}
+    jobs = {
+        entry["name"]: submitit.SlurmJob(manifest["submitit_folder"], entry["job_id"], tasks=(0, 1))
+        for entry in manifest["jobs"]
+    }
     try:
-        twin = planning.plan_sweep(parse(  # one process, here, while the cluster works
-            "sweep", *grid, "--executor", "local", "--results", str(tmp_path / "twin"),
-            "--cache-dir", str(tmp_path / "twin-cache"), "--name", "twin"))
+        twin = planning.plan_sweep(
+            parse(  # one process, here, while the cluster works
+                "sweep",
+                *grid,
+                "--executor",
+                "local",
+                "--results",
+                str(tmp_path / "twin"),
+                "--cache-dir",
+                str(tmp_path / "twin-cache"),
+                "--name",
+                "twin",
+            )
+        )
         assert executors.launch(twin) == 0
-        wait_until(lambda: all(job.done(force_check=True) for job in jobs.values()), DDP_TIMEOUT_S,
-                   "the end of both two-task jobs", interval_s=1)
+        wait_until(
+            lambda: all(job.done(force_check=True) for job in jobs.values()),
+            DDP_TIMEOUT_S,
+            "the end of both two-task jobs",
+            interval_s=1,
+        )
         (run,) = [name for name in jobs if not name.startswith("pretrain-")]
         # results() raises with the task's stderr if a rank failed; both ranks return the run they made
         assert [result["run_id"] for result in jobs[run].results()] == [run, run]

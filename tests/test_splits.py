@@ -15,9 +15,18 @@ from PIL import Image
 
 from benchmark.data.layouts import open_source
 from benchmark.errors import DataError
-from benchmark.data.splits import (PAPER_FRACTIONS, allocation_table, fraction_counts, fraction_ranks,
-                                   hamilton_counts, load_or_create_split, read_split_file, split_pool,
-                                   subset_indices, train_count)
+from benchmark.data.splits import (
+    PAPER_FRACTIONS,
+    allocation_table,
+    fraction_counts,
+    fraction_ranks,
+    hamilton_counts,
+    load_or_create_split,
+    read_split_file,
+    split_pool,
+    subset_indices,
+    train_count,
+)
 
 RELEASE = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
 PAPER_TRAIN = (2893, 4810, 8154, 1076)
@@ -49,7 +58,7 @@ def test_counts_stay_monotone_where_largest_remainders_hit_the_alabama_paradox()
     table = allocation_table(class_counts)
     assert (np.diff(table, axis=0) >= 0).all()
     totals = np.arange(len(class_counts), sum(class_counts) + 1)
-    assert (table.sum(axis=1)[len(class_counts):] == totals).all()
+    assert (table.sum(axis=1)[len(class_counts) :] == totals).all()
     assert (table >= 1).all() and (table <= class_counts).all()
     assert (table[-1] == class_counts).all()
 

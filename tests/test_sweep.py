@@ -45,9 +45,13 @@ def plan(tmp_path: Path, *argv: str) -> manifests.Sweep:
 
 def counts(sweep: manifests.Sweep) -> dict[str, tuple[int, int]]:
     """kind -> (jobs to submit, jobs skipped)."""
-    return {kind: (sum(job.kind == kind and job.skip_reason is None for job in sweep.jobs),
-                   sum(job.kind == kind and job.skip_reason is not None for job in sweep.jobs))
-            for kind in ("pretrain", "finetune")}
+    return {
+        kind: (
+            sum(job.kind == kind and job.skip_reason is None for job in sweep.jobs),
+            sum(job.kind == kind and job.skip_reason is not None for job in sweep.jobs),
+        )
+        for kind in ("pretrain", "finetune")
+    }
 
 
 def write_finished_record(results: Path, job: PlannedJob, processes: int = 1) -> None:
@@ -60,6 +64,7 @@ def write_finished_record(results: Path, job: PlannedJob, processes: int = 1) ->
 
 # ---------------------------------------------------------------------------------------------- planning
 
+
 def test_table2_is_six_pretraining_and_fifty_finetuning_jobs_per_seed(tmp_path: Path) -> None:
     sweep = plan(tmp_path, "--grid", "table2", "--dry-run")
     assert counts(sweep) == {"pretrain": (6, 0), "finetune": (50, 0)}
@@ -70,14 +75,20 @@ def test_table2_is_six_pretraining_and_fifty_finetuning_jobs_per_seed(tmp_path: 
         assert {f.after for f in sweep.jobs if f.name in job.run_ids} == {job.name}
     independent = [job for job in sweep.jobs if job.kind == "finetune" and job.after is None]
     assert {(job.method, job.arch) for job in independent} == {
-        ("transfer", "vit"), ("transfer", "resnet"), ("scratch", "vit"), ("scratch", "resnet")}
+        ("transfer", "vit"),
+        ("transfer", "resnet"),
+        ("scratch", "vit"),
+        ("scratch", "resnet"),
+    }
     assert len({job.name for job in sweep.jobs}) == len(sweep.jobs)
     assert {job.mask_ratio for job in sweep.jobs if job.method in ("rgmim", "mae")} == {0.75}
 
 
 def test_table2_for_two_seeds(tmp_path: Path) -> None:
     assert counts(plan(tmp_path, "--grid", "table2", "--seeds", "0,1", "--dry-run")) == {
-        "pretrain": (12, 0), "finetune": (100, 0)}
+        "pretrain": (12, 0),
+        "finetune": (100, 0),
+    }
 
 
 def test_table3_is_one_encoder_per_method_and_mask_ratio(tmp_path: Path) -> None:
@@ -88,8 +99,9 @@ def test_table3_is_one_encoder_per_method_and_mask_ratio(tmp_path: Path) -> None
 
 
 def test_pretraining_is_deduplicated_per_encoder(tmp_path: Path) -> None:
-    sweep = plan(tmp_path, "--methods", "rgmim,rgmim,byol", "--fractions", "0.5,0.5,0.25",
-                 "--mask-ratios", "0.3,0.6", "--dry-run")
+    sweep = plan(
+        tmp_path, "--methods", "rgmim,rgmim,byol", "--fractions", "0.5,0.5,0.25", "--mask-ratios", "0.3,0.6", "--dry-run"
+    )
     pretraining = sorted(job.name for job in sweep.jobs if job.kind == "pretrain")
     # byol does not mask: one encoder whatever the mask ratios
     assert pretraining == ["pretrain-byol-resnet-s0", "pretrain-rgmim-vit-s0-m0.3", "pretrain-rgmim-vit-s0-m0.6"]
@@ -99,10 +111,24 @@ def test_pretraining_is_deduplicated_per_encoder(tmp_path: Path) -> None:
 def test_transfer_and_scratch_expand_to_both_encoders(tmp_path: Path) -> None:
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"stand-in")
-    sweep = plan(tmp_path, "--methods", "transfer,scratch", "--fractions", "0.5", "--weights-vit", str(weights),
-                 "--weights-resnet", str(weights), "--dry-run")
+    sweep = plan(
+        tmp_path,
+        "--methods",
+        "transfer,scratch",
+        "--fractions",
+        "0.5",
+        "--weights-vit",
+        str(weights),
+        "--weights-resnet",
+        str(weights),
+        "--dry-run",
+    )
     assert sorted((job.method, job.arch) for job in sweep.jobs) == [
-        ("scratch", "resnet"), ("scratch", "vit"), ("transfer", "resnet"), ("transfer", "vit")]
+        ("scratch", "resnet"),
+        ("scratch", "vit"),
+        ("transfer", "resnet"),
+        ("transfer", "vit"),
+    ]
     assert sweep.problems == []
     transfer_vit = next(job for job in sweep.jobs if (job.method, job.arch) == ("transfer", "vit"))
     assert f"vit.weights={weights}" in transfer_vit.options["overrides"]
@@ -114,8 +140,7 @@ def test_run_ids_match_the_run_command(tmp_path: Path) -> None:
     from benchmark.engine.identity import run_id
     from benchmark.runner import configure, resolve_method
 
-    sweep = plan(tmp_path, "--methods", "mae", "--fractions", "0.1", "--seeds", "3", "--set", "finetune.epochs=2",
-                 "--dry-run")
+    sweep = plan(tmp_path, "--methods", "mae", "--fractions", "0.1", "--seeds", "3", "--set", "finetune.epochs=2", "--dry-run")
     config, _ = configure("smoke", ["finetune.epochs=2", "seed=3", "mae.mask_ratio=0.75"])
     finetune = next(job for job in sweep.jobs if job.kind == "finetune")
     found = identify(config.data, config.region)
@@ -145,8 +170,9 @@ def test_finished_runs_are_skipped_and_a_finished_sweep_submits_nothing(tmp_path
 
 def test_resubmission_leaves_jobs_in_flight_alone(tmp_path: Path) -> None:
     sweep = plan(tmp_path, "--methods", "rgmim,byol,scratch", "--fractions", "0.5", "--dry-run")
-    rgmim, byol = (next(job for job in sweep.jobs if job.kind == "pretrain" and job.method == name)
-                   for name in ("rgmim", "byol"))
+    rgmim, byol = (
+        next(job for job in sweep.jobs if job.kind == "pretrain" and job.method == name) for name in ("rgmim", "byol")
+    )
     scratch = [job for job in sweep.jobs if job.method == "scratch"]
     previous = [
         {"kind": "pretrain", "name": rgmim.name, "job_id": "10", "stdout": "10.out", "stderr": "10.err"},
@@ -173,10 +199,22 @@ def test_job_callables_pickle_and_checkpoint_as_themselves() -> None:
 
 # ---------------------------------------------------------------------------------------------- dry run
 
+
 def test_dry_run_prints_counts_dependencies_and_estimates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     results = tmp_path / "results"
-    arguments = ("--profile", "smoke", "--results", str(results), "--methods", "rgmim,scratch", "--fractions",
-                 "0.25,0.5", "--cluster", str(LOCAL_PROFILE), "--dry-run")
+    arguments = (
+        "--profile",
+        "smoke",
+        "--results",
+        str(results),
+        "--methods",
+        "rgmim,scratch",
+        "--fractions",
+        "0.25,0.5",
+        "--cluster",
+        str(LOCAL_PROFILE),
+        "--dry-run",
+    )
     assert cli.sweep_command(parse("sweep", *arguments)) == 0
     output = capsys.readouterr().out
     assert "pretraining jobs: 1 to submit, 0 skipped" in output
@@ -191,28 +229,54 @@ def test_dry_run_prints_counts_dependencies_and_estimates(tmp_path: Path, capsys
     cli.sweep_command(parse("sweep", *arguments))
     output = capsys.readouterr().out
     assert "fine-tuning jobs: 5 to submit, 1 skipped" in output
-    assert "measured (training time only, no start-up or queueing): pretraining 120 process-s mean over 1 " \
-           "records, fine-tuning 20 process-s mean over 1 records -> about 0.06 job-hours at 1 process per job" \
-           in output
+    assert (
+        "measured (training time only, no start-up or queueing): pretraining 120 process-s mean over 1 "
+        "records, fine-tuning 20 process-s mean over 1 records -> about 0.06 job-hours at 1 process per job" in output
+    )
     assert not (results / "sweeps").exists()  # a dry run writes nothing
 
 
-def test_dry_run_estimate_counts_the_processes_that_made_each_record(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture) -> None:
+def test_dry_run_estimate_counts_the_processes_that_made_each_record(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     results = tmp_path / "results"
-    arguments = ("--profile", "smoke", "--results", str(results), "--methods", "rgmim", "--fractions", "0.25,0.5",
-                 "--cluster", str(LOCAL_PROFILE), "--dry-run")
+    arguments = (
+        "--profile",
+        "smoke",
+        "--results",
+        str(results),
+        "--methods",
+        "rgmim",
+        "--fractions",
+        "0.25,0.5",
+        "--cluster",
+        str(LOCAL_PROFILE),
+        "--dry-run",
+    )
     job = next(job for job in plan_sweep(parse("sweep", *arguments)).jobs if job.kind == "finetune")
     write_finished_record(results, job, processes=2)
     cli.sweep_command(parse("sweep", *arguments))
     # two ranks for 120 s and 20 s are 240 and 40 process-s: one pretraining + one fine-tuning left = 280 s
-    assert "pretraining 240 process-s mean over 1 records, fine-tuning 40 process-s mean over 1 records -> " \
-           "about 0.08 job-hours at 1 process per job" in capsys.readouterr().out
+    assert (
+        "pretraining 240 process-s mean over 1 records, fine-tuning 40 process-s mean over 1 records -> "
+        "about 0.08 job-hours at 1 process per job" in capsys.readouterr().out
+    )
 
 
 def test_dry_run_of_table2_through_the_cli(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "benchmark", "sweep", "--grid", "table2", "--seeds", "0,1", "--dry-run",
-               "--profile", "smoke", "--results", str(tmp_path / "results")]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        "sweep",
+        "--grid",
+        "table2",
+        "--seeds",
+        "0,1",
+        "--dry-run",
+        "--profile",
+        "smoke",
+        "--results",
+        str(tmp_path / "results"),
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "pretraining jobs: 12 to submit, 0 skipped" in completed.stdout
@@ -222,21 +286,31 @@ def test_dry_run_of_table2_through_the_cli(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize(("arguments", "error", "message"), [
-    (["--methods", "rgmim,nosuch"], ConfigError, "--methods 'rgmim,nosuch': unknown method 'nosuch'; expected all"),
-    (["--methods", "rgmim", "--fractions", "0.5,2"], DataError,
-     "--fractions: label fraction 2.0: expected a number in (0, 1]"),
-    (["--methods", "rgmim", "--fractions", "half"], ConfigError, "--fractions 'half': expected paper or"),
-    (["--grid", "table9"], ConfigError, "--grid 'table9': expected one of table2, table3"),
-    (["--grid", "table2", "--methods", "mae"], ConfigError, "--grid table2 sets methods"),
-    ([], ConfigError, "expected --grid table2|table3, or --methods"),
-    (["--methods", "mae", "--mask-ratios", "0.5,1.5"], ConfigError,
-     "--mask-ratios: mask ratio 1.5: expected a number in (0, 1)"),
-    (["--methods", "mae", "--seeds", "0,-1"], ConfigError, "--seeds '0,-1': expected comma-separated non-negative"),
-    (["--methods", "mae", "--seed", "1"], ConfigError, "--seed 1: a sweep takes --seeds"),
-    (["--methods", "mae", "--name", "../x"], ConfigError, "--name '../x': expected letters"),
-    (["--methods", "mae", "--set", "pretrain.epoch=2"], ConfigError, "unknown key 'epoch'"),
-])
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        (["--methods", "rgmim,nosuch"], ConfigError, "--methods 'rgmim,nosuch': unknown method 'nosuch'; expected all"),
+        (
+            ["--methods", "rgmim", "--fractions", "0.5,2"],
+            DataError,
+            "--fractions: label fraction 2.0: expected a number in (0, 1]",
+        ),
+        (["--methods", "rgmim", "--fractions", "half"], ConfigError, "--fractions 'half': expected paper or"),
+        (["--grid", "table9"], ConfigError, "--grid 'table9': expected one of table2, table3"),
+        (["--grid", "table2", "--methods", "mae"], ConfigError, "--grid table2 sets methods"),
+        ([], ConfigError, "expected --grid table2|table3, or --methods"),
+        (
+            ["--methods", "mae", "--mask-ratios", "0.5,1.5"],
+            ConfigError,
+            "--mask-ratios: mask ratio 1.5: expected a number in (0, 1)",
+        ),
+        (["--methods", "mae", "--seeds", "0,-1"], ConfigError, "--seeds '0,-1': expected comma-separated non-negative"),
+        (["--methods", "mae", "--seed", "1"], ConfigError, "--seed 1: a sweep takes --seeds"),
+        (["--methods", "mae", "--name", "../x"], ConfigError, "--name '../x': expected letters"),
+        (["--methods", "mae", "--set", "pretrain.epoch=2"], ConfigError, "unknown key 'epoch'"),
+    ],
+)
 def test_bad_grid_input_names_the_value(tmp_path: Path, arguments: list[str], error: type, message: str) -> None:
     with pytest.raises(error) as caught:
         plan(tmp_path, *arguments, "--dry-run")
@@ -265,8 +339,9 @@ def test_ranks_that_cannot_split_the_pretraining_batch_are_refused_at_planning(t
     three_tasks.write_text("partition: debug\ntasks_per_node: 3\n")
     with pytest.raises(ConfigError, match=r"tasks_per_node=3 does not divide pretrain.batch_size / accum_steps = 16"):
         plan(tmp_path, "--methods", "mae", "--executor", "slurm", "--cluster", str(three_tasks))
-    plan(tmp_path, "--methods", "mae", "--executor", "slurm", "--cluster", str(three_tasks),
-         "--set", "pretrain.batch_size=24")  # 24 splits over 3 ranks
+    plan(
+        tmp_path, "--methods", "mae", "--executor", "slurm", "--cluster", str(three_tasks), "--set", "pretrain.batch_size=24"
+    )  # 24 splits over 3 ranks
 
 
 def test_missing_weights_file_is_fatal_unless_dry_run(tmp_path: Path) -> None:
@@ -279,8 +354,21 @@ def test_missing_weights_file_is_fatal_unless_dry_run(tmp_path: Path) -> None:
 def test_unwritable_results_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")  # works as root too, unlike permission bits
-    sweep = plan_sweep(parse("sweep", "--profile", "smoke", "--methods", "scratch", "--fractions", "0.5",
-                             "--executor", "local", "--results", str(blocker / "results")))
+    sweep = plan_sweep(
+        parse(
+            "sweep",
+            "--profile",
+            "smoke",
+            "--methods",
+            "scratch",
+            "--fractions",
+            "0.5",
+            "--executor",
+            "local",
+            "--results",
+            str(blocker / "results"),
+        )
+    )
     with pytest.raises(ConfigError, match=f"--results {blocker / 'results'}: cannot write there"):
         executors.launch(sweep)
 
@@ -289,16 +377,18 @@ def test_sbatch_refusing_the_partition_is_a_config_error(tmp_path: Path, monkeyp
     """Stand-in SLURM commands, so this runs without a cluster; test_slurm_sweep.py asks the real sbatch."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    scripts = {"sinfo": "echo 'debug* up'", "srun": "exit 0",
-               "sbatch": "echo 'sbatch: error: invalid partition specified: nosuch' >&2; exit 1"}
+    scripts = {
+        "sinfo": "echo 'debug* up'",
+        "srun": "exit 0",
+        "sbatch": "echo 'sbatch: error: invalid partition specified: nosuch' >&2; exit 1",
+    }
     for name, body in scripts.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     profile = tmp_path / "nosuch.yaml"
     profile.write_text("partition: nosuch\n")
-    sweep = plan(tmp_path, "--methods", "scratch", "--fractions", "0.5", "--executor", "slurm",
-                 "--cluster", str(profile))
+    sweep = plan(tmp_path, "--methods", "scratch", "--fractions", "0.5", "--executor", "slurm", "--cluster", str(profile))
     with pytest.raises(ConfigError) as caught:
         executors.launch(sweep)
     message = str(caught.value)
@@ -307,21 +397,41 @@ def test_sbatch_refusing_the_partition_is_a_config_error(tmp_path: Path, monkeyp
 
 
 def test_bad_input_exits_2_through_the_cli(tmp_path: Path) -> None:
-    for arguments, message in ((["sweep", "--methods", "nosuch", "--dry-run"], "error: --methods 'nosuch'"),
-                               (["status", "--results", str(tmp_path)], "error: --results")):
-        completed = subprocess.run([sys.executable, "-m", "benchmark", *arguments], capture_output=True, text=True,
-                                   timeout=300, cwd=REPO)
+    for arguments, message in (
+        (["sweep", "--methods", "nosuch", "--dry-run"], "error: --methods 'nosuch'"),
+        (["status", "--results", str(tmp_path)], "error: --results"),
+    ):
+        completed = subprocess.run(
+            [sys.executable, "-m", "benchmark", *arguments], capture_output=True, text=True, timeout=300, cwd=REPO
+        )
         assert completed.returncode == 2, completed.stderr[-2000:]
         assert message in completed.stderr
 
 
 # ---------------------------------------------------------------------------------------------- local executor, status
 
+
 @pytest.mark.slow
 def test_local_executor_runs_a_tiny_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    arguments = ("sweep", "--methods", "rgmim,scratch", "--fractions", "0.5", "--seeds", "0", "--profile", "smoke",
-                 "--executor", "local", "--cache-dir", str(tmp_path / "cache"), "--results", str(tmp_path / "results"),
-                 "--name", "tiny")
+    arguments = (
+        "sweep",
+        "--methods",
+        "rgmim,scratch",
+        "--fractions",
+        "0.5",
+        "--seeds",
+        "0",
+        "--profile",
+        "smoke",
+        "--executor",
+        "local",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--results",
+        str(tmp_path / "results"),
+        "--name",
+        "tiny",
+    )
     assert cli.sweep_command(parse(*arguments)) == 0
     records = sorted(path.name for path in (tmp_path / "results" / "runs").glob("*.json"))
     assert [name.split("-f")[0] for name in records] == ["rgmim-vit", "scratch-resnet", "scratch-vit"]
@@ -336,13 +446,23 @@ def test_local_executor_runs_a_tiny_sweep(tmp_path: Path, capsys: pytest.Capture
     assert "ran 0 jobs here, 0 failed (4 skipped)" in capsys.readouterr().out
 
 
-def test_local_executor_records_failures_and_status_shows_them(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture) -> None:
+def test_local_executor_records_failures_and_status_shows_them(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     weights = tmp_path / "resnet.pth"
     weights.write_bytes(b"stand-in")
     results = tmp_path / "results"
-    sweep = plan(tmp_path, "--methods", "cross", "--fractions", "0.5", "--weights-resnet", str(weights),
-                 "--executor", "local", "--cache-dir", str(tmp_path / "cache"))
+    sweep = plan(
+        tmp_path,
+        "--methods",
+        "cross",
+        "--fractions",
+        "0.5",
+        "--weights-resnet",
+        str(weights),
+        "--executor",
+        "local",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     weights.unlink()  # after planning: the pretraining job fails on it
     assert executors.launch(sweep) == 1
     capsys.readouterr()
@@ -366,9 +486,23 @@ def test_status_needs_an_existing_sweep(tmp_path: Path) -> None:
 
 
 def test_traceback_tail_keeps_the_end_of_the_last_traceback() -> None:
-    log = "\n".join(["submitit INFO start", "Traceback (most recent call last):", '  File "a.py", line 1',
-                     "ValueError: first", "Traceback (most recent call last):", '  File "b.py", line 2, in f',
-                     "    raise KeyError", "KeyError: 'x'", "srun: error: vm: task 0: Exited with exit code 1"])
+    log = "\n".join(
+        [
+            "submitit INFO start",
+            "Traceback (most recent call last):",
+            '  File "a.py", line 1',
+            "ValueError: first",
+            "Traceback (most recent call last):",
+            '  File "b.py", line 2, in f',
+            "    raise KeyError",
+            "KeyError: 'x'",
+            "srun: error: vm: task 0: Exited with exit code 1",
+        ]
+    )
     assert status_module.traceback_tail(log) == [
-        "Traceback (most recent call last):", '  File "b.py", line 2, in f', "    raise KeyError", "KeyError: 'x'"]
+        "Traceback (most recent call last):",
+        '  File "b.py", line 2, in f',
+        "    raise KeyError",
+        "KeyError: 'x'",
+    ]
     assert status_module.traceback_tail(log, count=2) == ["    raise KeyError", "KeyError: 'x'"]

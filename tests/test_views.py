@@ -11,7 +11,7 @@ def test_mask_follows_the_image_through_crop_and_flip():
     masks = torch.zeros(64, 1, 64, 64)
     for i in range(64):  # a different off-centre rectangle in each image, so flips show
         top, left = torch.randint(0, 30, (2,)).tolist()
-        masks[i, 0, top:top + 20, left:left + 12] = 1
+        masks[i, 0, top : top + 20, left : left + 12] = 1
     images = masks.clone()  # the image is the mask: after the view the two must still agree
     spec = ViewSpec(min_scale=0.3, hflip_prob=0.5)
     views, moved = make_view(images, spec, 64, masks)
@@ -37,8 +37,9 @@ def test_view_parameters_come_from_lightly_defaults():
 def test_strong_views_change_the_image_but_stay_in_range():
     torch.manual_seed(1)
     images = torch.rand(8, 1, 64, 64)
-    spec = ViewSpec(min_scale=1.0, hflip_prob=0.0, jitter_prob=1.0, brightness=0.4, contrast=0.4,
-                    blur_prob=1.0, solarize_prob=1.0)
+    spec = ViewSpec(
+        min_scale=1.0, hflip_prob=0.0, jitter_prob=1.0, brightness=0.4, contrast=0.4, blur_prob=1.0, solarize_prob=1.0
+    )
     views, _ = make_view(images, spec, 64)
     unit = views[:, :1] * 0.229 + 0.485
     assert unit.min() >= -1e-5 and unit.max() <= 1 + 1e-5

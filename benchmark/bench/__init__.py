@@ -18,29 +18,47 @@ from benchmark.config import Config
 from benchmark.errors import ConfigError
 
 
-def run_bench(method_name: str, arch: str | None, config: Config, steps: int, warmup: int,
-              compare_reference: bool) -> dict:
+def run_bench(method_name: str, arch: str | None, config: Config, steps: int, warmup: int, compare_reference: bool) -> dict:
     """Time pretraining (when the method has it; with the reference interleaved if asked) and fine-tuning."""
     import torch
 
     from benchmark.data.prepare import prepare
     from benchmark.engine.runtime import hardware, resolve_device
-    from benchmark.bench.pipelines import (OurFinetuning, OurPretraining, Pipeline, ReferencePretraining,
-                                             compute_dtype, matmul_peak, reset_peak_memory, sdpa_in_use,
-                                             stage_report, time_interleaved)
+    from benchmark.bench.pipelines import (
+        OurFinetuning,
+        OurPretraining,
+        Pipeline,
+        ReferencePretraining,
+        compute_dtype,
+        matmul_peak,
+        reset_peak_memory,
+        sdpa_in_use,
+        stage_report,
+        time_interleaved,
+    )
     from benchmark.runner import resolve_method
 
     method, arch = resolve_method(method_name, arch)
     if compare_reference and not method.uses_mask_ratio:
-        raise ConfigError(f"--compare-reference: the reference is MAE pretraining; use --method mae or rgmim, "
-                          f"not {method_name}")
+        raise ConfigError(
+            f"--compare-reference: the reference is MAE pretraining; use --method mae or rgmim, not {method_name}"
+        )
     device = resolve_device(config)
     data = prepare(config.data, config.region, progress=False)
     dtype = compute_dtype(device, config)
     peak = matmul_peak(device, dtype)
-    report = {"method": method.name, "arch": arch, "profile": config.profile, "device": hardware(device),
-              "compute_dtype": str(dtype).replace("torch.", ""), "matmul_peak_flop_per_s": peak,
-              "steps": steps, "warmup": warmup, "load_average": os.getloadavg(), "stages": {}}
+    report = {
+        "method": method.name,
+        "arch": arch,
+        "profile": config.profile,
+        "device": hardware(device),
+        "compute_dtype": str(dtype).replace("torch.", ""),
+        "matmul_peak_flop_per_s": peak,
+        "steps": steps,
+        "warmup": warmup,
+        "load_average": os.getloadavg(),
+        "stages": {},
+    }
 
     if method.build_pretrainer is not None:
         reset_peak_memory(device)
@@ -54,38 +72,44 @@ def run_bench(method_name: str, arch: str | None, config: Config, steps: int, wa
             fp32_peak = peak if dtype == torch.float32 else matmul_peak(device, torch.float32)
             reference = stage_report(pipelines[1], times[1], device, fp32_peak)
             report["stages"]["reference_pretrain"] = reference
-            report["speedup_vs_reference"] = (report["stages"]["pretrain"]["images_per_s"]
-                                              / reference["images_per_s"])
+            report["speedup_vs_reference"] = report["stages"]["pretrain"]["images_per_s"] / reference["images_per_s"]
         del pipelines
 
     reset_peak_memory(device)
     finetuning = OurFinetuning(arch, config, data, device)
-    report["stages"]["finetune"] = stage_report(finetuning, time_interleaved([finetuning], steps, warmup)[0],
-                                                device, peak)
+    report["stages"]["finetune"] = stage_report(finetuning, time_interleaved([finetuning], steps, warmup)[0], device, peak)
     return report
 
 
 def table(report: dict) -> str:
     device = report["device"]
-    lines = [f"bench {report['method']} ({report['arch']}), profile {report['profile']}, "
-             f"{device['gpu'] or 'CPU'} ({device['cpu_count']} cores, {device['threads']} threads), "
-             f"torch {device['torch']}, compute {report['compute_dtype']}, "
-             f"measured matmul peak {report['matmul_peak_flop_per_s'] / 1e9:,.0f} GFLOP/s, "
-             f"load average {report['load_average'][0]:.2f}",
-             f"{'stage':34} {'batch':>5} {'img/s':>8} {'step ms':>8} {'data %':>7} {'GFLOP/img':>10} "
-             f"{'GFLOP/s':>8} {'% peak':>7} {'peak MB':>8}"]
+    lines = [
+        f"bench {report['method']} ({report['arch']}), profile {report['profile']}, "
+        f"{device['gpu'] or 'CPU'} ({device['cpu_count']} cores, {device['threads']} threads), "
+        f"torch {device['torch']}, compute {report['compute_dtype']}, "
+        f"measured matmul peak {report['matmul_peak_flop_per_s'] / 1e9:,.0f} GFLOP/s, "
+        f"load average {report['load_average'][0]:.2f}",
+        f"{'stage':34} {'batch':>5} {'img/s':>8} {'step ms':>8} {'data %':>7} {'GFLOP/img':>10} "
+        f"{'GFLOP/s':>8} {'% peak':>7} {'peak MB':>8}",
+    ]
     for stage in report["stages"].values():
-        lines.append(f"{stage['name']:34} {stage['batch_size']:>5} {stage['images_per_s']:>8.1f} "
-                     f"{stage['median_step_s'] * 1e3:>8.1f} {stage['data_share'] * 100:>7.1f} "
-                     f"{stage['flops_per_image'] / 1e9:>10.3f} {stage['achieved_flop_per_s'] / 1e9:>8.1f} "
-                     f"{stage['share_of_matmul_peak'] * 100:>7.1f} {stage['peak_memory_mb']:>8.0f}")
+        lines.append(
+            f"{stage['name']:34} {stage['batch_size']:>5} {stage['images_per_s']:>8.1f} "
+            f"{stage['median_step_s'] * 1e3:>8.1f} {stage['data_share'] * 100:>7.1f} "
+            f"{stage['flops_per_image'] / 1e9:>10.3f} {stage['achieved_flop_per_s'] / 1e9:>8.1f} "
+            f"{stage['share_of_matmul_peak'] * 100:>7.1f} {stage['peak_memory_mb']:>8.0f}"
+        )
     if "speedup_vs_reference" in report:
-        lines.append(f"speed-up of our pretraining over the reference (median img/s, same process, interleaved): "
-                     f"{report['speedup_vs_reference']:.2f}x")
+        lines.append(
+            f"speed-up of our pretraining over the reference (median img/s, same process, interleaved): "
+            f"{report['speedup_vs_reference']:.2f}x"
+        )
     memory_kinds = {stage["peak_memory_kind"] for stage in report["stages"].values()}
     sdpa = report["stages"].get("pretrain", {}).get("sdpa")
-    lines.append(f"medians of {report['steps']} timed steps after {report['warmup']} warm-up steps per block; "
-                 f"peak MB: {', '.join(sorted(memory_kinds))}; SDPA attention: {'n/a' if sdpa is None else sdpa}")
+    lines.append(
+        f"medians of {report['steps']} timed steps after {report['warmup']} warm-up steps per block; "
+        f"peak MB: {', '.join(sorted(memory_kinds))}; SDPA attention: {'n/a' if sdpa is None else sdpa}"
+    )
     return "\n".join(lines)
 
 

@@ -53,13 +53,18 @@ EMA_SCHEDULE_STEPS = 1000  # momentum methods' schedule length in the bench; it 
 @dataclass
 class StepTimes:
     """Wall time of each timed optimizer step and of its data part (fetch + views, or DataLoader wait)."""
+
     total: list[float] = field(default_factory=list)
     data: list[float] = field(default_factory=list)
 
     def summary(self, batch_size: int) -> dict:
         median = statistics.median(self.total)
-        return {"images_per_s": batch_size / median, "median_step_s": median, "timed_steps": len(self.total),
-                "data_share": sum(self.data) / sum(self.total)}
+        return {
+            "images_per_s": batch_size / median,
+            "median_step_s": median,
+            "timed_steps": len(self.total),
+            "data_share": sum(self.data) / sum(self.total),
+        }
 
 
 def synchronize(device: torch.device) -> None:
@@ -89,7 +94,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
             for _ in range(repeats):
                 kernel()
             synchronize(device)
-            best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - started))
+            best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started))
     return best
 
 
@@ -97,8 +102,7 @@ def cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=No
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                                 **kwargs) -> int:
+def cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
@@ -113,9 +117,11 @@ def count_flops(step: Callable[[], object]) -> int:
     not oneDNN's linear, which ``fastpaths.py`` routes CPU linear layers through.
     """
     aten = torch.ops.aten
-    cpu_kernels = {aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention_flops,
-                   aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_attention_backward_flops,
-                   torch.ops.mkldnn._linear_pointwise: onednn_linear_flops}
+    cpu_kernels = {
+        aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention_flops,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_attention_backward_flops,
+        torch.ops.mkldnn._linear_pointwise: onednn_linear_flops,
+    }
     with FlopCounterMode(display=False, custom_mapping=cpu_kernels) as counter:
         step()
     return counter.get_total_flops()
@@ -123,7 +129,7 @@ def count_flops(step: Callable[[], object]) -> int:
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20, "CUDA allocator peak of the stage"
+        return torch.cuda.max_memory_allocated(device) / 2**20, "CUDA allocator peak of the stage"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS so far"
 
 
@@ -139,6 +145,7 @@ def endless(batches: Callable[[int], Iterator]) -> Iterator:
 
 class Pipeline:
     """One timed training pipeline: ``step()`` runs one optimizer step and returns (total, data) seconds."""
+
     name: str
     batch_size: int
 
@@ -163,8 +170,7 @@ class OurPretraining(Pipeline):
         self.model = method.pretrainer(config).to(device).train()
         apply_fast_paths(self.model, device, config)
         self.optimizer, _, _ = pretrain.build_optimizer(self.model, config.method(method.name), settings.batch_size)
-        pool = TensorPool(data.images, data.masks if self.model.uses_masks else None, data.labels,
-                          data.train_idx, device)
+        pool = TensorPool(data.images, data.masks if self.model.uses_masks else None, data.labels, data.train_idx, device)
         self.accum_steps, self.batch_size = settings.accum_steps, settings.batch_size
         micro_batch = settings.batch_size // settings.accum_steps
         self.batches = endless(lambda epoch: pool.batches(micro_batch, config.seed, epoch, drop_last=True))
@@ -216,8 +222,7 @@ class OurFinetuning(Pipeline):
         views, _ = make_view(batch.images, self.view, self.image_size)
         synchronize(self.device)
         data_time = time.perf_counter() - started
-        finetune.classification_backward(self.model, views, batch.labels, batch.global_size, self.config,
-                                         self.device)
+        finetune.classification_backward(self.model, views, batch.labels, batch.global_size, self.config, self.device)
         return data_time
 
     def step(self) -> tuple[float, float]:
@@ -246,15 +251,22 @@ class ReferenceMAE(nn.Module):
         self.sequence_length = self.backbone.sequence_length
         self.decoder_embed = nn.Linear(vit.embed_dim, settings.decoder_dim)
         self.decoder = MaskedVisionTransformerDecoderTIMM(
-            num_patches=vit.patch_embed.num_patches, embed_dim=settings.decoder_dim,
-            depth=settings.decoder_depth, num_heads=settings.decoder_heads,
-            num_prefix_tokens=vit.num_prefix_tokens, mlp_ratio=4.0, proj_drop_rate=0.0, attn_drop_rate=0.0)
-        self.prediction_head = nn.Linear(settings.decoder_dim, self.patch_size ** 2 * 3)
+            num_patches=vit.patch_embed.num_patches,
+            embed_dim=settings.decoder_dim,
+            depth=settings.decoder_depth,
+            num_heads=settings.decoder_heads,
+            num_prefix_tokens=vit.num_prefix_tokens,
+            mlp_ratio=4.0,
+            proj_drop_rate=0.0,
+            attn_drop_rate=0.0,
+        )
+        self.prediction_head = nn.Linear(settings.decoder_dim, self.patch_size**2 * 3)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch_size = images.shape[0]
-        idx_keep, idx_mask = utils.random_token_mask(size=(batch_size, self.sequence_length),
-                                                     mask_ratio=self.mask_ratio, device=images.device)
+        idx_keep, idx_mask = utils.random_token_mask(
+            size=(batch_size, self.sequence_length), mask_ratio=self.mask_ratio, device=images.device
+        )
         encoded = self.backbone.encode(images=images, idx_keep=idx_keep)
         decoded_input = self.decoder_embed(encoded)
         sequence = decoded_input.new_zeros(batch_size, self.sequence_length, decoded_input.shape[-1])
@@ -300,8 +312,13 @@ class ReferencePretraining(Pipeline):
         if len(dataset) < self.batch_size:
             raise ValueError(f"the reference has {len(dataset)} images, fewer than one batch of {self.batch_size}")
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
-            num_workers=min(REFERENCE_WORKERS, os.cpu_count() or 1), pin_memory=device.type == "cuda")
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=min(REFERENCE_WORKERS, os.cpu_count() or 1),
+            pin_memory=device.type == "cuda",
+        )
         self.batches: Iterator = iter(())
 
     def start_block(self) -> None:
@@ -350,8 +367,12 @@ def time_interleaved(pipelines: list[Pipeline], steps: int, warmup: int) -> list
 
 def stage_report(pipeline: Pipeline, measured: StepTimes, device: torch.device, peak: float) -> dict:
     flops = pipeline.flops_per_image()
-    result = {"name": pipeline.name, "batch_size": pipeline.batch_size, **measured.summary(pipeline.batch_size),
-              "flops_per_image": flops}
+    result = {
+        "name": pipeline.name,
+        "batch_size": pipeline.batch_size,
+        **measured.summary(pipeline.batch_size),
+        "flops_per_image": flops,
+    }
     result["achieved_flop_per_s"] = flops * result["images_per_s"]
     result["share_of_matmul_peak"] = result["achieved_flop_per_s"] / peak
     result["peak_memory_mb"], result["peak_memory_kind"] = peak_memory_mb(device)
@@ -362,5 +383,3 @@ def sdpa_in_use(model: nn.Module) -> bool | None:
     """Whether timm's attention calls F.scaled_dot_product_attention (its ``fused_attn`` flag); None: no attention."""
     flags = [module.fused_attn for module in model.modules() if hasattr(module, "fused_attn")]
     return all(flags) if flags else None
-
-

@@ -59,8 +59,14 @@ def entry_directory(cache_root: Path, source_name: str, fingerprint: str, size: 
     return cache_root / f"{source_name}-{fingerprint[:16]}-{size}px"
 
 
-def ensure_cache(source: Source, fingerprint: str, size: int, cache_root: Path, progress: bool = True,
-                 metadata: Optional[dict[str, Any]] = None) -> CacheEntry:
+def ensure_cache(
+    source: Source,
+    fingerprint: str,
+    size: int,
+    cache_root: Path,
+    progress: bool = True,
+    metadata: Optional[dict[str, Any]] = None,
+) -> CacheEntry:
     """The published entry for (fingerprint, size), building it first if needed (under a file lock)."""
     directory = entry_directory(cache_root, source.name, fingerprint, size)
 
@@ -75,9 +81,15 @@ def mask_entry_directory(image_directory: Path, tag: str) -> Path:
     return image_directory.parent / f"{image_directory.name}-masks-{tag}"
 
 
-def ensure_mask_cache(image_directory: Path, tag: str, keys: list[str], size: int,
-                      compute: Callable[[int], Optional[np.ndarray]], progress: bool = True,
-                      metadata: Optional[dict[str, Any]] = None) -> MaskEntry:
+def ensure_mask_cache(
+    image_directory: Path,
+    tag: str,
+    keys: list[str],
+    size: int,
+    compute: Callable[[int], Optional[np.ndarray]],
+    progress: bool = True,
+    metadata: Optional[dict[str, Any]] = None,
+) -> MaskEntry:
     """The published masks of one source (``tag``) for the images of ``image_directory``, computing them
     first if needed: ``compute(index)`` gives image ``index``'s uint8 {0, 1} (size, size) mask or None."""
     directory = mask_entry_directory(image_directory, tag)
@@ -85,8 +97,14 @@ def ensure_mask_cache(image_directory: Path, tag: str, keys: list[str], size: in
     def write(staging: Path) -> None:
         masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (len(keys), size, size))
         has_mask = np.zeros(len(keys), bool)
-        bar = tqdm(range(len(keys)), desc=f"lung masks ({tag}) at {size} px", unit="img", file=sys.stderr,
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            range(len(keys)),
+            desc=f"lung masks ({tag}) at {size} px",
+            unit="img",
+            file=sys.stderr,
+            disable=not progress,
+            leave=False,
+        )
         for index in bar:
             mask = compute(index)
             if mask is not None:
@@ -99,8 +117,7 @@ def ensure_mask_cache(image_directory: Path, tag: str, keys: list[str], size: in
 
     built = _ensure_published(directory, write)
     _check_keys(directory, keys)
-    return MaskEntry(directory, np.load(directory / "masks.npy", mmap_mode="r"),
-                     np.load(directory / "has_mask.npy"), built)
+    return MaskEntry(directory, np.load(directory / "masks.npy", mmap_mode="r"), np.load(directory / "has_mask.npy"), built)
 
 
 def _ensure_published(directory: Path, write: Callable[[Path], None]) -> bool:
@@ -111,8 +128,10 @@ def _ensure_published(directory: Path, write: Callable[[Path], None]) -> bool:
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DataError(f"cache folder {cache_root}: cannot create it ({error.strerror}); expected a "
-                        f"writable folder (--cache-dir or ${CACHE_ENV})") from None
+        raise DataError(
+            f"cache folder {cache_root}: cannot create it ({error.strerror}); expected a "
+            f"writable folder (--cache-dir or ${CACHE_ENV})"
+        ) from None
     # flock-based; works on local disks and on NFSv4 (Linux maps flock to fcntl locks there)
     lock = FileLock(str(directory) + ".lock")
     try:
@@ -149,8 +168,14 @@ def _write_images(source: Source, size: int, staging: Path, progress: bool, meta
     images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (count, size, size))
     masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (count, size, size))
     has_mask = np.zeros(count, bool)
-    bar = tqdm(range(count), desc=f"decoding {source.name} at {size} px", unit="img", file=sys.stderr,
-               disable=not progress, leave=False)
+    bar = tqdm(
+        range(count),
+        desc=f"decoding {source.name} at {size} px",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
     for index in bar:
         image, mask = source.load(index, size)
         name = f"{source.name} item {source.items[index].key}"
@@ -187,8 +212,10 @@ def _sync_files(folder: Path) -> None:
 
 def _check_keys(directory: Path, keys: list[str]) -> None:
     if json.loads((directory / "keys.json").read_text(encoding="utf-8")) != keys:
-        raise DataError(f"cache {directory} lists other images than the dataset it is keyed by; expected "
-                        f"the same image keys. Delete that folder to rebuild it.")
+        raise DataError(
+            f"cache {directory} lists other images than the dataset it is keyed by; expected "
+            f"the same image keys. Delete that folder to rebuild it."
+        )
 
 
 def _open(directory: Path, source: Source, built: bool) -> CacheEntry:

@@ -76,16 +76,26 @@ def run_masks(args: argparse.Namespace, config: Config) -> int:
     coverage = mask_coverage(data, grid_rule)
     grid = coverage["grid"]
     print(f"mask source {data.mask_source}: {data.mask_detail}")
-    print(f"regions for {coverage['images_with_mask']} of {coverage['images']} images "
-          f"({int(data.has_mask[data.train_idx].sum())} of {len(data.train_idx)} in the training pool); "
-          f"mean lung fraction {coverage['mean_lung_fraction']:.3f}; mean patches overlapping the lung "
-          f"{coverage['mean_lung_patches']:.1f} of {grid * grid}")
+    print(
+        f"regions for {coverage['images_with_mask']} of {coverage['images']} images "
+        f"({int(data.has_mask[data.train_idx].sum())} of {len(data.train_idx)} in the training pool); "
+        f"mean lung fraction {coverage['mean_lung_fraction']:.3f}; mean patches overlapping the lung "
+        f"{coverage['mean_lung_patches']:.1f} of {grid * grid}"
+    )
     scores: list[MaskScore] = []
     if args.evaluate:
         if not data.reference_has_mask.any():
             raise DataError(f"--evaluate: the {data.name} dataset has no masks of its own to score against")
-        scores = evaluate_regions(data.masks, data.reference_masks, data.reference_has_mask, data.labels,
-                                  data.classes, data.keys, patch_size, grid_rule.min_overlap)
+        scores = evaluate_regions(
+            data.masks,
+            data.reference_masks,
+            data.reference_has_mask,
+            data.labels,
+            data.classes,
+            data.keys,
+            patch_size,
+            grid_rule.min_overlap,
+        )
         print()
         print(quality_text(scores, data.classes, f"{grid}x{grid} grid of {patch_size}-px patches"))
         if args.per_image is not None:
@@ -126,12 +136,17 @@ def mask_coverage(data: PreparedData, grid_rule: PatchGrid) -> dict[str, Any]:
     with_mask = np.flatnonzero(data.has_mask)
     lung_fraction_sum, lung_patch_sum = 0.0, 0
     for start in range(0, len(with_mask), COVERAGE_CHUNK):
-        masks = np.asarray(data.masks[with_mask[start:start + COVERAGE_CHUNK]], bool)
+        masks = np.asarray(data.masks[with_mask[start : start + COVERAGE_CHUNK]], bool)
         lung_fraction_sum += float(masks.mean(axis=(1, 2)).sum())
         lung_patch_sum += int(grid_rule.lung_patches(masks).sum())
     count = max(len(with_mask), 1)
-    return {"images_with_mask": int(len(with_mask)), "images": len(data.keys), "grid": grid,
-            "mean_lung_fraction": lung_fraction_sum / count, "mean_lung_patches": lung_patch_sum / count}
+    return {
+        "images_with_mask": int(len(with_mask)),
+        "images": len(data.keys),
+        "grid": grid,
+        "mean_lung_fraction": lung_fraction_sum / count,
+        "mean_lung_patches": lung_patch_sum / count,
+    }
 
 
 def info_text(data: PreparedData, coverage: dict[str, Any], patch_size: int) -> str:
@@ -151,10 +166,14 @@ def info_text(data: PreparedData, coverage: dict[str, Any], patch_size: int) -> 
         heading,
     ]
     for label, name in enumerate(data.classes):
-        lines.append(f"{name:<{width}}  {train_sizes[label]:>7} {test_sizes[label]:>7}"
-                     + "".join(f" {counts[label]:>7}" for counts in fractions.values()))
-    lines.append(f"{'total':<{width}}  {train_sizes.sum():>7} {test_sizes.sum():>7}"
-                 + "".join(f" {counts.sum():>7}" for counts in fractions.values()))
+        lines.append(
+            f"{name:<{width}}  {train_sizes[label]:>7} {test_sizes[label]:>7}"
+            + "".join(f" {counts[label]:>7}" for counts in fractions.values())
+        )
+    lines.append(
+        f"{'total':<{width}}  {train_sizes.sum():>7} {test_sizes.sum():>7}"
+        + "".join(f" {counts.sum():>7}" for counts in fractions.values())
+    )
     grid = coverage["grid"]
     lines += [
         "",
@@ -167,8 +186,9 @@ def info_text(data: PreparedData, coverage: dict[str, Any], patch_size: int) -> 
     return "\n".join(lines)
 
 
-def render_preview(data: PreparedData, out: Path, per_class: int, grid_rule: PatchGrid, compare: bool = False,
-                   scores: Sequence[MaskScore] = ()) -> None:
+def render_preview(
+    data: PreparedData, out: Path, per_class: int, grid_rule: PatchGrid, compare: bool = False, scores: Sequence[MaskScore] = ()
+) -> None:
     """Per class, the first training images of the seeded fraction order, with the lung outline (green),
     the patch grid and the patches that overlap the lung (tinted): what region guidance will see.
     ``compare``: the dataset's own outline in green against the mask source's in red, titled with ``scores``."""
@@ -203,15 +223,16 @@ def render_preview(data: PreparedData, out: Path, per_class: int, grid_rule: Pat
             else:
                 axis.text(size / 2, size - 4, "no mask", color="red", ha="center", va="bottom", fontsize=7)
             if compare and data.reference_has_mask[index]:
-                axis.contour(np.asarray(data.reference_masks[index], bool), levels=[0.5], colors="lime",
-                             linewidths=0.8)
+                axis.contour(np.asarray(data.reference_masks[index], bool), levels=[0.5], colors="lime", linewidths=0.8)
             score = by_index.get(int(index))
             scored = "" if score is None else f"\nDice {score.dice:.2f} · patch IoU {score.patch_iou:.2f}"
             axis.set_title(f"{name}\n{Path(data.keys[index]).stem[:28]}{scored}", fontsize=7)
-    outlines = (f"the dataset's lung outline (green), the {data.mask_source} outline (red)" if compare
-                else "lung outline (green)")
-    figure.suptitle(f"{data.name} at {size} px\n{outlines}, {patch_size}-px patch grid, "
-                    f"patches overlapping the lung (tinted)", fontsize=9)
+    outlines = (
+        f"the dataset's lung outline (green), the {data.mask_source} outline (red)" if compare else "lung outline (green)"
+    )
+    figure.suptitle(
+        f"{data.name} at {size} px\n{outlines}, {patch_size}-px patch grid, patches overlapping the lung (tinted)", fontsize=9
+    )
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
@@ -223,8 +244,9 @@ def write_scores(scores: list[MaskScore], out: Path) -> None:
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["key", "class", "dice", "iou", "patch_iou"])
-        writer.writerows([score.key, score.class_name, f"{score.dice:.4f}", f"{score.iou:.4f}",
-                          f"{score.patch_iou:.4f}"] for score in scores)
+        writer.writerows(
+            [score.key, score.class_name, f"{score.dice:.4f}", f"{score.iou:.4f}", f"{score.patch_iou:.4f}"] for score in scores
+        )
 
 
 def export_dataset(data: PreparedData, out: Path, metadata: dict[str, Any]) -> None:
@@ -246,9 +268,14 @@ def export_dataset(data: PreparedData, out: Path, metadata: dict[str, Any]) -> N
         exported = open_source(DataConfig(dataset="folder", root=str(staging), missing_masks="allow"))
         old_index = {f"{data.classes[data.labels[i]]}/images/{names[i]}": i for i in range(len(names))}
         order = np.array([old_index[item.key] for item in exported.items])
-        header = {"dataset": exported.name, "fingerprint": exported.fingerprint(),
-                  "split_seed": data.split_seed, "test_fraction": data.test_fraction, "official_split": False,
-                  "exported_from": {"dataset": data.name, "fingerprint": data.fingerprint}}
+        header = {
+            "dataset": exported.name,
+            "fingerprint": exported.fingerprint(),
+            "split_seed": data.split_seed,
+            "test_fraction": data.test_fraction,
+            "official_split": False,
+            "exported_from": {"dataset": data.name, "fingerprint": data.fingerprint},
+        }
         write_split_file(staging / "split.csv", exported, header, data.ranks[order] >= 0, data.ranks[order])
         (staging / "export.json").write_text(json.dumps(metadata, indent=2, default=str), encoding="utf-8")
         if out.exists():
@@ -259,8 +286,9 @@ def export_dataset(data: PreparedData, out: Path, metadata: dict[str, Any]) -> N
 
 def _check_export_target(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"export folder {out} is not empty (or is a file); expected a new or empty folder "
-                        f"(refusing to overwrite)")
+        raise DataError(
+            f"export folder {out} is not empty (or is a file); expected a new or empty folder (refusing to overwrite)"
+        )
 
 
 def _export_names(data: PreparedData) -> list[str]:
@@ -269,5 +297,7 @@ def _export_names(data: PreparedData) -> list[str]:
     stems = [Path(key).stem for key in data.keys]
     taken = Counter(zip(data.labels.tolist(), stems))
     flattened = [Path(key).with_suffix("").as_posix().replace("/", "__") for key in data.keys]
-    return [f"{stem if taken[(label, stem)] == 1 else flat}.png"
-            for stem, flat, label in zip(stems, flattened, data.labels.tolist())]
+    return [
+        f"{stem if taken[(label, stem)] == 1 else flat}.png"
+        for stem, flat, label in zip(stems, flattened, data.labels.tolist())
+    ]

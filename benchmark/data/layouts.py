@@ -100,8 +100,9 @@ def open_source(data_cfg: DataConfig) -> Source:
     if data_cfg.dataset == "phantom" or (data_cfg.root is None and data_cfg.dataset == "auto"):
         from benchmark.data.phantom import PhantomSource  # lazy: only phantom runs pay for it
 
-        return PhantomSource(data_cfg.phantom_count, data_cfg.phantom_seed, data_cfg.phantom_native_size,
-                             data_cfg.phantom_shortcut)
+        return PhantomSource(
+            data_cfg.phantom_count, data_cfg.phantom_seed, data_cfg.phantom_native_size, data_cfg.phantom_shortcut
+        )
     if data_cfg.root is None:
         raise DataError(f"data.dataset={data_cfg.dataset}: needs a data root (--data-root or data.root)")
     root = Path(data_cfg.root).expanduser()
@@ -118,7 +119,9 @@ def open_source(data_cfg: DataConfig) -> Source:
     candidates = _apply_mask_policy(candidates, data_cfg.missing_masks, dataset_root)
     _check_classes_filled(candidates, classes, dataset_root, " left after dropping images without masks")
     return FileSource(
-        name=name, classes=classes, root=dataset_root,
+        name=name,
+        classes=classes,
+        root=dataset_root,
         items=[Item(c.key, c.label, c.mask_key is not None, c.official_split) for c in candidates],
         mask_keys=[c.mask_key for c in candidates],
         digest_store=resolve_cache_root(data_cfg) / "digests",
@@ -133,21 +136,24 @@ def detect_layout(root: Path, data_cfg: DataConfig) -> tuple[str, Path]:
         if radiography is not None:
             return "covid-radiography", radiography
         if wanted == "covid-radiography":
-            raise DataError(f"{root}: not a COVID-19 Radiography Database folder; expected "
-                            f"{', '.join(RADIOGRAPHY_CLASSES)} folders with images/ inside, directly or "
-                            f"under {RADIOGRAPHY_FOLDER}/")
+            raise DataError(
+                f"{root}: not a COVID-19 Radiography Database folder; expected "
+                f"{', '.join(RADIOGRAPHY_CLASSES)} folders with images/ inside, directly or "
+                f"under {RADIOGRAPHY_FOLDER}/"
+            )
     if wanted in ("auto", "covid-qu-ex"):
         part = _qu_ex_part(root)
         if part is not None:
             return "covid-qu-ex", part
         if wanted == "covid-qu-ex":
-            raise DataError(f"{root}: not a COVID-QU-Ex folder; expected Train/, Val/ and Test/ folders, "
-                            f"directly or under one of {', '.join(QU_EX_PARTS)}")
+            raise DataError(
+                f"{root}: not a COVID-QU-Ex folder; expected Train/, Val/ and Test/ folders, "
+                f"directly or under one of {', '.join(QU_EX_PARTS)}"
+            )
     if any((root / entry / data_cfg.images_dir).is_dir() for entry in _visible_dirs(root)):
         return "folder", root
     found = ", ".join(sorted(_visible_names(root))[:SHOWN_NAMES]) or "nothing"
-    raise DataError(f"{root}: matches no known dataset layout (found: {found}); expected one of: "
-                    f"{LAYOUT_HELP}")
+    raise DataError(f"{root}: matches no known dataset layout (found: {found}); expected one of: {LAYOUT_HELP}")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -159,8 +165,9 @@ def read_image(path: Path) -> np.ndarray:
                 return _scale_to_uint8(np.asarray(image))
             return np.asarray(image.convert("L"))  # ITU-R 601 luma; R = G = B in the RGB-stored X-rays
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"{path}: cannot decode image ({error}); expected a readable PNG or JPEG file. "
-                        f"Replace or remove it.") from None
+        raise DataError(
+            f"{path}: cannot decode image ({error}); expected a readable PNG or JPEG file. Replace or remove it."
+        ) from None
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -170,21 +177,23 @@ def read_mask(path: Path) -> np.ndarray:
             image.load()
             values = np.asarray(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"{path}: cannot decode mask ({error}); expected a readable PNG or JPEG file. "
-                        f"Replace or remove it.") from None
+        raise DataError(
+            f"{path}: cannot decode mask ({error}); expected a readable PNG or JPEG file. Replace or remove it."
+        ) from None
     if values.ndim == 3:
         values = values[..., :3].max(axis=-1)  # drop alpha: transparency is not lung
     return values > 0
 
 
-def check_same_aspect(image_path: Path, image_shape: tuple[int, ...], mask_path: Path,
-                      mask_shape: tuple[int, ...]) -> None:
+def check_same_aspect(image_path: Path, image_shape: tuple[int, ...], mask_path: Path, mask_shape: tuple[int, ...]) -> None:
     image_aspect = image_shape[1] / image_shape[0]
     mask_aspect = mask_shape[1] / mask_shape[0]
     if abs(image_aspect - mask_aspect) > ASPECT_TOLERANCE * image_aspect:
-        raise DataError(f"mask {mask_path} is {mask_shape[1]}x{mask_shape[0]} but image {image_path} is "
-                        f"{image_shape[1]}x{image_shape[0]}; expected the same aspect ratio "
-                        f"(a mask is resized to its image, never cropped)")
+        raise DataError(
+            f"mask {mask_path} is {mask_shape[1]}x{mask_shape[0]} but image {image_path} is "
+            f"{image_shape[1]}x{image_shape[0]}; expected the same aspect ratio "
+            f"(a mask is resized to its image, never cropped)"
+        )
 
 
 def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -215,17 +224,18 @@ def _visible_names(folder: Path) -> list[str]:
 
 def _visible_dirs(folder: Path) -> list[str]:
     """Sub-folders, skipping hidden ones and archive debris such as __MACOSX."""
-    return sorted(entry.name for entry in os.scandir(folder)
-                  if entry.is_dir() and not entry.name.startswith((".", "__")))
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith((".", "__")))
 
 
 def _image_names(folder: Path) -> list[str]:
     """Image files in ``folder`` in a fixed order; spreadsheets, READMEs and hidden files are ignored."""
     if not folder.is_dir():
         return []
-    return sorted(entry.name for entry in os.scandir(folder)
-                  if entry.is_file() and not entry.name.startswith(".")
-                  and entry.name.lower().endswith(IMAGE_SUFFIXES))
+    return sorted(
+        entry.name
+        for entry in os.scandir(folder)
+        if entry.is_file() and not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_SUFFIXES)
+    )
 
 
 def _mask_finder(folder: Path) -> Callable[[str], Optional[str]]:
@@ -242,8 +252,9 @@ def _mask_finder(folder: Path) -> Callable[[str], Optional[str]]:
     return find
 
 
-def _class_candidates(dataset_root: Path, class_dir: str, images_dir: str, masks_dir: str, label: int,
-                      official_split: Optional[str]) -> list[_Candidate]:
+def _class_candidates(
+    dataset_root: Path, class_dir: str, images_dir: str, masks_dir: str, label: int, official_split: Optional[str]
+) -> list[_Candidate]:
     find_mask = _mask_finder(dataset_root / class_dir / masks_dir)
     candidates = []
     for name in _image_names(dataset_root / class_dir / images_dir):
@@ -268,9 +279,11 @@ def _radiography_root(root: Path, forced: bool) -> Optional[Path]:
 def _radiography_candidates(dataset_root: Path) -> list[_Candidate]:
     missing = [name for name in RADIOGRAPHY_CLASSES if not (dataset_root / name / "images").is_dir()]
     if missing:
-        raise DataError(f"{dataset_root}: missing class folders {', '.join(missing)}; expected all of "
-                        f"{', '.join(RADIOGRAPHY_CLASSES)}, each with images/ and masks/ (for other class "
-                        f"sets use --dataset folder)")
+        raise DataError(
+            f"{dataset_root}: missing class folders {', '.join(missing)}; expected all of "
+            f"{', '.join(RADIOGRAPHY_CLASSES)}, each with images/ and masks/ (for other class "
+            f"sets use --dataset folder)"
+        )
     candidates = []
     for label, name in enumerate(RADIOGRAPHY_CLASSES):
         candidates += _class_candidates(dataset_root, name, "images", "masks", label, None)
@@ -282,26 +295,28 @@ def _qu_ex_part(root: Path) -> Optional[Path]:
         return root
     parts = [root / part for part in QU_EX_PARTS if (root / part).is_dir()]
     if len(parts) > 1:
-        raise DataError(f"{root} holds both COVID-QU-Ex parts ({' and '.join(QU_EX_PARTS)}); "
-                        f"point --data-root at the one to use, e.g. {parts[0]}")
+        raise DataError(
+            f"{root} holds both COVID-QU-Ex parts ({' and '.join(QU_EX_PARTS)}); "
+            f"point --data-root at the one to use, e.g. {parts[0]}"
+        )
     return parts[0] if parts else None
 
 
 def _qu_ex_candidates(part: Path) -> list[_Candidate]:
     present = [split for split, _ in QU_EX_SPLITS if (part / split).is_dir()]
     if "Test" not in present or present == ["Test"]:
-        raise DataError(f"{part}: found split folders {present or 'none'}; expected Test/ and at least one "
-                        f"of Train/ and Val/")
+        raise DataError(f"{part}: found split folders {present or 'none'}; expected Test/ and at least one of Train/ and Val/")
     candidates = []
     for split, official_split in QU_EX_SPLITS:
         if split not in present:
             continue
         for label, name in enumerate(QU_EX_CLASSES):
             if not (part / split / name / "images").is_dir():
-                raise DataError(f"{part / split}: missing {name}/images/; expected one folder per class "
-                                f"({', '.join(QU_EX_CLASSES)}), each with images/ and '{QU_EX_MASKS}/'")
-            candidates += _class_candidates(part, f"{split}/{name}", "images", QU_EX_MASKS, label,
-                                            official_split)
+                raise DataError(
+                    f"{part / split}: missing {name}/images/; expected one folder per class "
+                    f"({', '.join(QU_EX_CLASSES)}), each with images/ and '{QU_EX_MASKS}/'"
+                )
+            candidates += _class_candidates(part, f"{split}/{name}", "images", QU_EX_MASKS, label, official_split)
     return candidates
 
 
@@ -309,13 +324,14 @@ def _folder_classes(root: Path, images_dir: str) -> tuple[str, ...]:
     classes = _visible_dirs(root)
     stray = [name for name in classes if not (root / name / images_dir).is_dir()]
     if stray:
-        raise DataError(f"{root}: class folders without {images_dir}/: {', '.join(stray[:SHOWN_NAMES])}; "
-                        f"expected <root>/<class>/{images_dir}/* for every sub-folder")
+        raise DataError(
+            f"{root}: class folders without {images_dir}/: {', '.join(stray[:SHOWN_NAMES])}; "
+            f"expected <root>/<class>/{images_dir}/* for every sub-folder"
+        )
     return tuple(classes)
 
 
-def _folder_candidates(root: Path, classes: tuple[str, ...], images_dir: str,
-                       masks_dir: str) -> list[_Candidate]:
+def _folder_candidates(root: Path, classes: tuple[str, ...], images_dir: str, masks_dir: str) -> list[_Candidate]:
     candidates = []
     for label, name in enumerate(classes):
         candidates += _class_candidates(root, name, images_dir, masks_dir, label, None)
@@ -330,19 +346,24 @@ def _apply_mask_policy(candidates: list[_Candidate], policy: str, root: Path) ->
     if policy == "skip":
         return [c for c in candidates if c.mask_key is not None or c.official_split == "test"]
     names = ", ".join(c.key for c in unmasked[:SHOWN_NAMES])
-    raise DataError(f"{root}: {len(unmasked)} training images have no lung mask (first: {names}); expected "
-                    f"a mask with the same file name in the masks folder. Use --missing-masks skip to drop "
-                    f"them or --missing-masks allow to train them without a region.")
+    raise DataError(
+        f"{root}: {len(unmasked)} training images have no lung mask (first: {names}); expected "
+        f"a mask with the same file name in the masks folder. Use --missing-masks skip to drop "
+        f"them or --missing-masks allow to train them without a region."
+    )
 
 
-def _check_classes_filled(candidates: list[_Candidate], classes: tuple[str, ...], root: Path,
-                          when: str) -> None:
+def _check_classes_filled(candidates: list[_Candidate], classes: tuple[str, ...], root: Path, when: str) -> None:
     for label, name in enumerate(classes):
         splits = {c.official_split for c in candidates if c.label == label}
         if not splits:
-            raise DataError(f"{root}: class {name!r} has no images{when}; expected at least one "
-                            f"{'/'.join(IMAGE_SUFFIXES)} file in its images folder")
+            raise DataError(
+                f"{root}: class {name!r} has no images{when}; expected at least one "
+                f"{'/'.join(IMAGE_SUFFIXES)} file in its images folder"
+            )
         if None not in splits and splits != {"train", "test"}:
             missing = "training pool (Train/, Val/)" if "train" not in splits else "test set (Test/)"
-            raise DataError(f"{root}: class {name!r} has no images{when} in the {missing}; expected "
-                            f"images in both the training pool and the test set")
+            raise DataError(
+                f"{root}: class {name!r} has no images{when} in the {missing}; expected "
+                f"images in both the training pool and the test set"
+            )

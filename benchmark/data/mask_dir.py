@@ -11,6 +11,7 @@ import numpy as np
 from benchmark.data.layouts import IMAGE_SUFFIXES, SHOWN_NAMES
 from benchmark.errors import DataError
 
+
 def pair_mask_files(keys: list[str], mask_dir: Path) -> list[Optional[Path]]:
     """Each image's mask in ``mask_dir``: the file at the image key's relative path (any image extension),
     else the file of the same name anywhere below ``mask_dir``; names compare without case or extension.
@@ -20,14 +21,18 @@ def pair_mask_files(keys: list[str], mask_dir: Path) -> list[Optional[Path]]:
     by_name: defaultdict[str, list[Path]] = defaultdict(list)
     for path in sorted(mask_dir.rglob("*")):
         relative = path.relative_to(mask_dir)
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or \
-                any(part.startswith(".") for part in relative.parts):
+        if (
+            not path.is_file()
+            or path.suffix.lower() not in IMAGE_SUFFIXES
+            or any(part.startswith(".") for part in relative.parts)
+        ):
             continue
         by_path[relative.with_suffix("").as_posix().casefold()] = path
         by_name[path.stem.casefold()].append(path)
     if not by_path:
-        raise DataError(f"--mask-dir {mask_dir}: holds no {'/'.join(IMAGE_SUFFIXES)} files; expected one mask "
-                        f"per image, named like it")
+        raise DataError(
+            f"--mask-dir {mask_dir}: holds no {'/'.join(IMAGE_SUFFIXES)} files; expected one mask per image, named like it"
+        )
     image_names = Counter(Path(key).stem.casefold() for key in keys)
     pairs: list[Optional[Path]] = []
     for key in keys:
@@ -35,8 +40,10 @@ def pair_mask_files(keys: list[str], mask_dir: Path) -> list[Optional[Path]]:
         mirrored = by_path.get(Path(key).with_suffix("").as_posix().casefold())
         if mirrored is None and image_names[name] == 1 and len(by_name[name]) > 1:
             found = ", ".join(str(path.relative_to(mask_dir)) for path in by_name[name][:SHOWN_NAMES])
-            raise DataError(f"--mask-dir {mask_dir}: several masks are named like image {key} ({found}); "
-                            f"expected one, or the image's relative path {Path(key).with_suffix('.png')}")
+            raise DataError(
+                f"--mask-dir {mask_dir}: several masks are named like image {key} ({found}); "
+                f"expected one, or the image's relative path {Path(key).with_suffix('.png')}"
+            )
         named = by_name[name][0] if image_names[name] == 1 and len(by_name[name]) == 1 else None
         pairs.append(mirrored or named)
     return pairs
@@ -44,12 +51,12 @@ def pair_mask_files(keys: list[str], mask_dir: Path) -> list[Optional[Path]]:
 
 def check_mask_dir(mask_dir: Path) -> None:
     if not mask_dir.is_dir():
-        raise DataError(f"--mask-dir {mask_dir}: not a folder; expected a folder of mask images named like "
-                        f"the dataset's images")
+        raise DataError(
+            f"--mask-dir {mask_dir}: not a folder; expected a folder of mask images named like the dataset's images"
+        )
 
 
-def check_pairs(keys: list[str], is_train: np.ndarray, pairs: list[Optional[Path]], policy: str,
-                mask_dir: Path) -> None:
+def check_pairs(keys: list[str], is_train: np.ndarray, pairs: list[Optional[Path]], policy: str, mask_dir: Path) -> None:
     """Training images need a region unless ``missing_masks`` is "allow"; test images never do."""
     unpaired = [key for key, path, train in zip(keys, pairs, is_train) if path is None and train]
     if not unpaired or policy == "allow":
@@ -57,9 +64,10 @@ def check_pairs(keys: list[str], is_train: np.ndarray, pairs: list[Optional[Path
     names_used = Counter(Path(key).stem.casefold() for key in keys)
     shared = [key for key in unpaired if names_used[Path(key).stem.casefold()] > 1]
     names = ", ".join(unpaired[:SHOWN_NAMES])
-    hint = (f" Images sharing a file name ({shared[0]}, ...) need their relative path under the mask folder."
-            if shared else "")
+    hint = f" Images sharing a file name ({shared[0]}, ...) need their relative path under the mask folder." if shared else ""
     skip = " (--mask-dir cannot drop images: skip is not available here)" if policy == "skip" else ""
-    raise DataError(f"--mask-dir {mask_dir}: {len(unpaired)} training images have no mask there (first: "
-                    f"{names}); expected a mask file with the image's name.{hint} Use --missing-masks allow to "
-                    f"train them without a region{skip}.")
+    raise DataError(
+        f"--mask-dir {mask_dir}: {len(unpaired)} training images have no mask there (first: "
+        f"{names}); expected a mask file with the image's name.{hint} Use --missing-masks allow to "
+        f"train them without a region{skip}."
+    )

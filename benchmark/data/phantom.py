@@ -207,9 +207,7 @@ class PhantomSource:
         self.seed = seed
         self.native_size = native_size
         self.shortcut = shortcut
-        self.items = [
-            Item(key=f"phantom/{i:06d}", label=label_of(i, seed), has_mask=True) for i in range(count)
-        ]
+        self.items = [Item(key=f"phantom/{i:06d}", label=label_of(i, seed), has_mask=True) for i in range(count)]
 
     def load(self, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < self.count:
@@ -227,8 +225,7 @@ class PhantomSource:
 # Geometry helpers
 
 
-def _affine(rotation_deg: float = 0.0, scale=(1.0, 1.0), shear: float = 0.0,
-            shift=(0.0, 0.0)) -> np.ndarray:
+def _affine(rotation_deg: float = 0.0, scale=(1.0, 1.0), shear: float = 0.0, shift=(0.0, 0.0)) -> np.ndarray:
     """3x3 matrix: scale, then shear, then rotate, then shift."""
     angle = np.deg2rad(rotation_deg)
     cos, sin = np.cos(angle), np.sin(angle)
@@ -268,7 +265,9 @@ class _Frame:
         self.axis = _axis(size)
         scale = rng.uniform(*POSE_SCALE)
         self.pose = _affine(
-            rng.uniform(-POSE_ROTATION_DEG, POSE_ROTATION_DEG), (scale, scale), 0.0,
+            rng.uniform(-POSE_ROTATION_DEG, POSE_ROTATION_DEG),
+            (scale, scale),
+            0.0,
             rng.uniform(-POSE_SHIFT, POSE_SHIFT, 2),
         )
         self.canvas_scale = scale * size * SUPERSAMPLE / 2  # canvas pixels per patient-frame unit
@@ -278,8 +277,7 @@ class _Frame:
         """Coordinates of every pixel in the frame that ``to_image`` maps onto the image."""
         inverse = np.linalg.inv(to_image).astype(np.float32)
         u, v = self.axis[None, :], self.axis[:, None]
-        return (inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2],
-                inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2])
+        return (inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2], inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2])
 
     def to_canvas(self, patient_points) -> np.ndarray:
         """Patient-frame points as (n, 2) pixel positions on the supersampled canvas."""
@@ -323,8 +321,7 @@ def _gaussian_blob(frame: _Frame, centre, sigma_x: float, sigma_y: float) -> np.
 class _Lung:
     """One lung with local coordinates s (centre 0, lateral edge 1) and t (apex -1, base 1)."""
 
-    def __init__(self, side: int, frame: _Frame, rng: np.random.Generator, span: float, gap: float,
-                 top: float, bottom: float):
+    def __init__(self, side: int, frame: _Frame, rng: np.random.Generator, span: float, gap: float, top: float, bottom: float):
         self.side = side  # -1: patient right (image left), +1: patient left (image right)
         if side < 0:
             bottom -= RIGHT_DIAPHRAGM_RAISE
@@ -333,8 +330,10 @@ class _Lung:
         centre = (side * (span + gap / 2) / 2, (top + bottom) / 2)
         # A negative x scale mirrors the right lung, so that s > 0 is lateral for both.
         self.to_patient = _affine(
-            rng.uniform(-LUNG_ROTATION_DEG, LUNG_ROTATION_DEG), (side * half_width, half_height),
-            rng.uniform(-LUNG_SHEAR, LUNG_SHEAR), centre,
+            rng.uniform(-LUNG_ROTATION_DEG, LUNG_ROTATION_DEG),
+            (side * half_width, half_height),
+            rng.uniform(-LUNG_SHEAR, LUNG_SHEAR),
+            centre,
         )
         self.to_image = frame.pose @ self.to_patient
         apex_exponent = np.float32(rng.uniform(*LUNG_APEX_EXPONENT))
@@ -342,8 +341,9 @@ class _Lung:
         taper = rng.uniform(*LUNG_APEX_TAPER)
         dome = rng.uniform(*LUNG_DOME)
         medial_rise = rng.uniform(*LUNG_MEDIAL_RISE)
-        harmonics = [(k, rng.uniform(-LUNG_BOUNDARY_NOISE, LUNG_BOUNDARY_NOISE), rng.uniform(0, 2 * np.pi))
-                     for k in (2, 3, 4, 5)]
+        harmonics = [
+            (k, rng.uniform(-LUNG_BOUNDARY_NOISE, LUNG_BOUNDARY_NOISE), rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4, 5)
+        ]
 
         s, t = frame.coordinates_in(self.to_image)
         # Clipping far-away pixels keeps them outside and the powers below cheap.
@@ -357,7 +357,7 @@ class _Lung:
         angle = np.arctan2(base, s_scaled)
         radius = 1 + sum(a * np.cos(k * angle + phase) for k, a, phase in harmonics)
         exponent = np.where(t > 0, base_exponent, apex_exponent)
-        level = (np.abs(s_scaled) ** exponent + np.abs(base) ** exponent) / radius ** exponent
+        level = (np.abs(s_scaled) ** exponent + np.abs(base) ** exponent) / radius**exponent
         self.inside = level < 1
         # Dome-shaped depth: deepest in the middle, steep at the pleura like a real lung.
         self.depth = np.sqrt(np.clip(1 - level, 0, 1))
@@ -452,7 +452,7 @@ def _bones(frame: _Frame, rng: np.random.Generator, span: float, top: float, bot
             reach = (span + 0.10) * (0.45 + 0.55 * min(1.0, (k + 1) / 4) ** 0.5)
             # Posterior rib: rises from the spine in an arch and turns down at the chest wall.
             lateral = 0.05 + reach * u
-            height = start_y - reach * 0.16 * np.sin(np.pi * 0.8 * u) + reach * 0.30 * u ** 3
+            height = start_y - reach * 0.16 * np.sin(np.pi * 0.8 * u) + reach * 0.30 * u**3
             points = frame.to_canvas(np.hstack([side * lateral, height]))
             _stroke(draw_posterior, points, rib_width, 255)
             _stroke(draw_posterior, points, rib_width * 0.5, 150)  # bright cortex, lighter marrow
@@ -460,19 +460,18 @@ def _bones(frame: _Frame, rng: np.random.Generator, span: float, top: float, bot
             # costal cartilage begins.
             end_x, end_y = side * lateral[-1, 0], height[-1, 0]
             inner_x = side * rng.uniform(0.22, 0.34)
-            anterior_points = np.hstack([end_x + (inner_x - end_x) * u ** 0.8,
-                                         end_y + (0.10 + 0.25 * reach) * np.sqrt(u)])
+            anterior_points = np.hstack([end_x + (inner_x - end_x) * u**0.8, end_y + (0.10 + 0.25 * reach) * np.sqrt(u)])
             _stroke(draw_anterior, frame.to_canvas(anterior_points), rib_width, 255)
         # Clavicle: a gentle S from the sternal notch, up and out over the apex to the shoulder.
         c = np.linspace(0, 1, 12)[:, None]
         notch_y = top + 0.24 + rng.normal(0, 0.03)
-        clavicle = np.hstack([side * (0.09 + (span + 0.02) * c),
-                              notch_y - 0.26 * c + 0.04 * np.sin(2 * np.pi * c)])
+        clavicle = np.hstack([side * (0.09 + (span + 0.02) * c), notch_y - 0.26 * c + 0.04 * np.sin(2 * np.pi * c)])
         points = frame.to_canvas(clavicle)
         _stroke(draw_posterior, points, CLAVICLE_WIDTH * frame.canvas_scale, 255)
         _stroke(draw_posterior, points, CLAVICLE_WIDTH * frame.canvas_scale * 0.5, 190)
-    return (frame.read_canvas(posterior) * np.float32(BONE_DENSITY)
-            + frame.read_canvas(anterior) * np.float32(ANTERIOR_RIB_DENSITY))
+    return frame.read_canvas(posterior) * np.float32(BONE_DENSITY) + frame.read_canvas(anterior) * np.float32(
+        ANTERIOR_RIB_DENSITY
+    )
 
 
 def _vessels(frame: _Frame, rng: np.random.Generator, hila) -> np.ndarray:
@@ -488,8 +487,7 @@ def _vessels(frame: _Frame, rng: np.random.Generator, hila) -> np.ndarray:
                 start, theta, length, width, generation = branches.pop()
                 end = start + length * np.array([side * np.cos(theta), np.sin(theta)])
                 segment = frame.to_canvas([start, end])
-                draw.line([tuple(p) for p in segment], fill=255,
-                          width=max(1, round(width * frame.canvas_scale)))
+                draw.line([tuple(p) for p in segment], fill=255, width=max(1, round(width * frame.canvas_scale)))
                 if generation < VESSEL_GENERATIONS:
                     # Two children per branch, turned 15-35 degrees, shorter and thinner.
                     for turn in (-1, 1):
@@ -524,8 +522,9 @@ def _lesion(label: int, frame: _Frame, lungs, rng: np.random.Generator) -> np.nd
         centre = lung.to_image_points([[rng.uniform(-0.5, 0.7), rng.uniform(-0.5, 0.7)]])[0]
         radius_x = rng.uniform(*OPACITY_RADIUS)
         radius_y = radius_x * rng.uniform(0.7, 1.4)
-        distance = (((frame.axis[None, :] - np.float32(centre[0])) / np.float32(radius_x)) ** 2
-                    + ((frame.axis[:, None] - np.float32(centre[1])) / np.float32(radius_y)) ** 2)
+        distance = ((frame.axis[None, :] - np.float32(centre[0])) / np.float32(radius_x)) ** 2 + (
+            (frame.axis[:, None] - np.float32(centre[1])) / np.float32(radius_y)
+        ) ** 2
         distance += 0.35 * _smooth_noise(rng, size, 24)  # lobulated outline
         edge = np.float32(3.0 / (size * radius_x))  # a sharp border, about 1.5 px wide
         region = np.clip((1 - distance) / edge + 0.5, 0, 1)
@@ -539,7 +538,7 @@ def _lesion(label: int, frame: _Frame, lungs, rng: np.random.Generator) -> np.nd
             centre = lung.to_image_points([[-0.45, -0.05]])[0]
             sigma = rng.uniform(*VIRAL_HILAR_SIGMA)
             lesion += _gaussian_blob(frame, centre, sigma, sigma * 1.3)
-        mesh = np.exp(-(_smooth_noise(rng, size, VIRAL_MESH_CELLS) / np.float32(VIRAL_MESH_WIDTH)) ** 2)
+        mesh = np.exp(-((_smooth_noise(rng, size, VIRAL_MESH_CELLS) / np.float32(VIRAL_MESH_WIDTH)) ** 2))
         lesion *= VIRAL_HAZE + (1 - VIRAL_HAZE) * mesh
     return lesion * severity
 
@@ -553,8 +552,9 @@ def _bronchogram(frame: _Frame, centre, radius: float, rng: np.random.Generator)
         start = np.asarray(centre) - 0.8 * radius * np.array([np.cos(theta), np.sin(theta)])
         end = np.asarray(centre) + 0.6 * radius * np.array([np.cos(theta), np.sin(theta)])
         branch = end + 0.4 * radius * np.array([np.cos(theta + 0.6), np.sin(theta + 0.6)])
-        draw.line([tuple((p + 1) * scale) for p in (start, end, branch)], fill=255,
-                  width=max(1, round(0.012 * scale)), joint="curve")
+        draw.line(
+            [tuple((p + 1) * scale) for p in (start, end, branch)], fill=255, width=max(1, round(0.012 * scale)), joint="curve"
+        )
     return frame.read_canvas(canvas)
 
 
@@ -572,23 +572,20 @@ def _metal_clutter(frame: _Frame, mask: np.ndarray, rng: np.random.Generator) ->
             centre = rng.uniform(-0.9, 0.9, 2)
             col, row = ((centre + 1) * frame.size / 2).astype(int)
             reach = int(radius * frame.size / 2) + 2
-            if not mask[max(0, row - reach):row + reach, max(0, col - reach):col + reach].any():
+            if not mask[max(0, row - reach) : row + reach, max(0, col - reach) : col + reach].any():
                 left, top = (centre - radius + 1) * scale
                 right, bottom = (centre + radius + 1) * scale
-                draw.ellipse([left, top, right, bottom], fill=110, outline=255,
-                             width=max(1, round(radius * scale * 0.3)))
+                draw.ellipse([left, top, right, bottom], fill=110, outline=255, width=max(1, round(radius * scale * 0.3)))
                 break
     if rng.random() < TUBE_PROBABILITY:
         # A feeding tube down the midline, behind the mediastinum.
         v = np.linspace(-1.1, 0.9, 16)
         path = np.stack([0.03 * np.sin(3 * v + rng.uniform(0, 6)) + rng.uniform(-0.03, 0.03), v], axis=1)
-        draw.line([tuple(p) for p in frame.to_canvas(path)], fill=255,
-                  width=max(1, round(0.014 * frame.canvas_scale)))
+        draw.line([tuple(p) for p in frame.to_canvas(path)], fill=255, width=max(1, round(0.014 * frame.canvas_scale)))
     return frame.read_canvas(canvas) * np.float32(METAL_DENSITY)
 
 
-def _expose(thickness: np.ndarray, anatomy_rng: np.random.Generator,
-            noise_rng: np.random.Generator) -> np.ndarray:
+def _expose(thickness: np.ndarray, anatomy_rng: np.random.Generator, noise_rng: np.random.Generator) -> np.ndarray:
     """Attenuation -> detector curve -> window -> noise, as a float image of about [0, 1]."""
     attenuation = np.float32(anatomy_rng.uniform(*ATTENUATION))
     gamma = np.float32(anatomy_rng.uniform(*GAMMA))
@@ -605,8 +602,7 @@ def _font(pixels: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=max(6, pixels))
 
 
-def _burn_in(intensity: np.ndarray, mask: np.ndarray, shortcut_label, size: int,
-             rng: np.random.Generator) -> np.ndarray:
+def _burn_in(intensity: np.ndarray, mask: np.ndarray, shortcut_label, size: int, rng: np.random.Generator) -> np.ndarray:
     """Quantise, then add borders, side markers and the optional shortcut; lung pixels stay untouched."""
     image = np.clip(intensity * 255 + 0.5, 0, 255).astype(np.uint8)
     lungs = image.copy()

@@ -14,8 +14,7 @@ from benchmark.data.cache import ensure_cache, resolve_cache_root
 from benchmark.data.layouts import open_source
 from benchmark.data.regions import check_mask_options, own_mask_policy, resolve_regions
 from benchmark.data.source import Source
-from benchmark.data.splits import (class_sizes, fraction_counts, load_or_create_split,
-                                   split_file_path, subset_indices)
+from benchmark.data.splits import class_sizes, fraction_counts, load_or_create_split, split_file_path, subset_indices
 from benchmark.paper_grid import PAPER_FRACTIONS
 from benchmark.files import stable_hash
 
@@ -52,11 +51,9 @@ def identify(data_cfg: DataConfig, region: RegionConfig) -> DatasetIdentity:
     if data_cfg.split_file is not None:
         split_path = Path(data_cfg.split_file).expanduser()
     else:
-        split_path = split_file_path(cache_root, source.name, fingerprint, data_cfg.split_seed,
-                                     data_cfg.test_fraction)
+        split_path = split_file_path(cache_root, source.name, fingerprint, data_cfg.split_seed, data_cfg.test_fraction)
     # the split first: a mismatching split file fails in a second, not after decoding every image
-    header, is_train, ranks = load_or_create_split(source, fingerprint, data_cfg.split_seed,
-                                                   data_cfg.test_fraction, split_path)
+    header, is_train, ranks = load_or_create_split(source, fingerprint, data_cfg.split_seed, data_cfg.test_fraction, split_path)
     return DatasetIdentity(source, fingerprint, split_path, header, is_train, ranks, cache_root)
 
 
@@ -108,14 +105,14 @@ class PreparedData:
             "split_digest": self.split_digest,
             "sizes": {"train": self.class_counts(self.train_idx), "test": self.class_counts(self.test_idx)},
             "mask_source": self.mask_source,
-            "with_mask": {"train": int(self.has_mask[self.train_idx].sum()),
-                          "test": int(self.has_mask[self.test_idx].sum())},
+            "with_mask": {"train": int(self.has_mask[self.train_idx].sum()), "test": int(self.has_mask[self.test_idx].sum())},
             "fractions": {name: dict(zip(self.classes, counts)) for name, counts in fractions.items()},
         }
 
 
-def prepare(data_cfg: DataConfig, region: RegionConfig, progress: bool = True,
-            found: Optional[DatasetIdentity] = None) -> PreparedData:
+def prepare(
+    data_cfg: DataConfig, region: RegionConfig, progress: bool = True, found: Optional[DatasetIdentity] = None
+) -> PreparedData:
     """``identify`` the dataset (unless ``found`` already is), then reuse or build its decoded cache and
     its lung regions.
 
@@ -124,8 +121,12 @@ def prepare(data_cfg: DataConfig, region: RegionConfig, progress: bool = True,
     """
     found = found or identify(data_cfg, region)
     source = found.source
-    metadata = {"dataset": source.name, "classes": list(source.classes), "fingerprint": found.fingerprint,
-                "data_config": dataclasses.asdict(data_cfg)}
+    metadata = {
+        "dataset": source.name,
+        "classes": list(source.classes),
+        "fingerprint": found.fingerprint,
+        "data_config": dataclasses.asdict(data_cfg),
+    }
     entry = ensure_cache(source, found.fingerprint, data_cfg.image_size, found.cache_root, progress, metadata)
     regions = resolve_regions(region, data_cfg.missing_masks, source, entry, found.is_train, progress)
     return PreparedData(

@@ -69,11 +69,14 @@ def check_mask_options(region: RegionConfig) -> None:
     if region.source not in MASK_SOURCES:
         raise DataError(f"region.source={region.source!r}: expected one of {', '.join(MASK_SOURCES)}")
     if region.mask_dir is not None and region.source != "gt":
-        raise DataError(f"--mask-dir replaces the dataset's own masks, so it goes with --mask-source gt, not "
-                        f"{region.source}; drop one of them")
+        raise DataError(
+            f"--mask-dir replaces the dataset's own masks, so it goes with --mask-source gt, not "
+            f"{region.source}; drop one of them"
+        )
     if region.sam_checkpoint is not None and region.source != "sam":
-        raise DataError(f"--sam-checkpoint is only used by --mask-source sam (got {region.source}); "
-                        f"drop it or add --mask-source sam")
+        raise DataError(
+            f"--sam-checkpoint is only used by --mask-source sam (got {region.source}); drop it or add --mask-source sam"
+        )
     if region.sam_model not in SAM_MODELS:
         raise DataError(f"region.sam_model={region.sam_model!r}: expected one of {', '.join(SAM_MODELS)}")
     if region.source == "sam":  # before any image is decoded
@@ -91,8 +94,9 @@ def own_mask_policy(data_cfg: DataConfig, region: RegionConfig) -> str:
     return "allow"
 
 
-def resolve_regions(region: RegionConfig, missing_masks: str, source: Source, entry: CacheEntry,
-                    is_train: np.ndarray, progress: bool = True) -> Regions:
+def resolve_regions(
+    region: RegionConfig, missing_masks: str, source: Source, entry: CacheEntry, is_train: np.ndarray, progress: bool = True
+) -> Regions:
     """The regions of ``region.source`` for the images of ``entry``, computed and cached if needed.
     The caller has run ``check_mask_options``."""
     keys = [item.key for item in source.items]
@@ -103,8 +107,9 @@ def resolve_regions(region: RegionConfig, missing_masks: str, source: Source, en
         return Regions(entry.masks, entry.has_mask, "gt", f"the {source.name} dataset's own masks")
     if chosen == "none":
         empty = np.zeros((size, size), np.uint8)
-        return Regions(_same_for_all(empty, count), np.zeros(count, bool), "none",
-                       "no region: RGMIM masks every image randomly")
+        return Regions(
+            _same_for_all(empty, count), np.zeros(count, bool), "none", "no region: RGMIM masks every image randomly"
+        )
     if chosen == "prior":
         field, detail = population_field(entry.masks, entry.has_mask, np.flatnonzero(is_train))
         return Regions(_same_for_all(field, count), np.full(count, bool(field.any())), "prior", detail)
@@ -131,8 +136,7 @@ class _Plan:
     metadata: dict[str, Any]
 
 
-def _mask_dir_plan(mask_dir: Path, keys: list[str], is_train: np.ndarray, policy: str, size: int,
-                   digests: Path) -> _Plan:
+def _mask_dir_plan(mask_dir: Path, keys: list[str], is_train: np.ndarray, policy: str, size: int, digests: Path) -> _Plan:
     pairs = pair_mask_files(keys, mask_dir)
     check_pairs(keys, is_train, pairs, policy, mask_dir)
 
@@ -141,8 +145,10 @@ def _mask_dir_plan(mask_dir: Path, keys: list[str], is_train: np.ndarray, policy
         return None if path is None else resize_mask(read_mask(path), size)
 
     contents = DigestCache(mask_dir, digests)
-    files = [[key, None if path is None else contents.digest(path.relative_to(mask_dir).as_posix())]
-             for key, path in zip(keys, pairs)]
+    files = [
+        [key, None if path is None else contents.digest(path.relative_to(mask_dir).as_posix())]
+        for key, path in zip(keys, pairs)
+    ]
     contents.save()
     tag = f"dir-{stable_hash(files, 12)}"
     return _Plan(tag, compute, f"your masks in {mask_dir}, paired by file name", {"mask_dir": str(mask_dir)})
@@ -152,8 +158,12 @@ def _classical_plan(images: np.ndarray) -> _Plan:
     def compute(index: int) -> np.ndarray:
         return segment_lungs(np.asarray(images[index]))
 
-    return _Plan(f"classical-v{SEGMENTER_VERSION}", compute,
-                 "the classical lung-field segmenter (image darkness fused with an aligned position prior)", {})
+    return _Plan(
+        f"classical-v{SEGMENTER_VERSION}",
+        compute,
+        "the classical lung-field segmenter (image darkness fused with an aligned position prior)",
+        {},
+    )
 
 
 def _sam_plan(checkpoint_option: Optional[str], model: str, images: np.ndarray, digests: Path) -> _Plan:
@@ -165,8 +175,12 @@ def _sam_plan(checkpoint_option: Optional[str], model: str, images: np.ndarray, 
 
     # the prompts come from the classical segmenter, so its version is part of the tag too
     tag = f"sam-{model}-{checkpoint_digest(checkpoint, digests)[:12]}-v{SAM_PROMPT_VERSION}.{SEGMENTER_VERSION}"
-    return _Plan(tag, compute, f"Segment Anything ({model}, {checkpoint.name}) prompted with classical lung boxes",
-                 {"sam_checkpoint": str(checkpoint), "sam_model": model})
+    return _Plan(
+        tag,
+        compute,
+        f"Segment Anything ({model}, {checkpoint.name}) prompted with classical lung boxes",
+        {"sam_checkpoint": str(checkpoint), "sam_model": model},
+    )
 
 
 def _same_for_all(mask: np.ndarray, count: int) -> np.ndarray:

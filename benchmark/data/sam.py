@@ -20,18 +20,20 @@ SAM_PACKAGE_HELP = "pip install segment-anything (the optional extra; it brings 
 def check_sam_available(checkpoint: Optional[str], model: str) -> Path:
     """The checkpoint path, after checking the file and the package exist (nothing is ever downloaded)."""
     if checkpoint is None:
-        raise DataError(f"--mask-source sam needs --sam-checkpoint PATH: a Segment Anything {model} checkpoint "
-                        f"file you downloaded yourself (e.g. sam_vit_b_01ec64.pth); rgmim-bench never "
-                        f"downloads weights")
+        raise DataError(
+            f"--mask-source sam needs --sam-checkpoint PATH: a Segment Anything {model} checkpoint "
+            f"file you downloaded yourself (e.g. sam_vit_b_01ec64.pth); rgmim-bench never "
+            f"downloads weights"
+        )
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise DataError(f"--sam-checkpoint {path}: no such file; expected a Segment Anything {model} "
-                        f"checkpoint (.pth) on this machine")
+        raise DataError(
+            f"--sam-checkpoint {path}: no such file; expected a Segment Anything {model} checkpoint (.pth) on this machine"
+        )
     try:
         import segment_anything  # noqa: F401  (only checked here; SamSegmenter loads it)
     except ImportError:
-        raise DataError(f"--mask-source sam needs the optional package segment-anything: "
-                        f"{SAM_PACKAGE_HELP}") from None
+        raise DataError(f"--mask-source sam needs the optional package segment-anything: {SAM_PACKAGE_HELP}") from None
     return path
 
 
@@ -46,15 +48,19 @@ class SamSegmenter:
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
-            raise DataError(f"--sam-checkpoint {checkpoint}: cannot be read as a PyTorch checkpoint "
-                            f"({type(error).__name__}: {str(error)[:200]}); expected a SAM .pth file") from None
+            raise DataError(
+                f"--sam-checkpoint {checkpoint}: cannot be read as a PyTorch checkpoint "
+                f"({type(error).__name__}: {str(error)[:200]}); expected a SAM .pth file"
+            ) from None
         network = sam_model_registry[model]()
         try:
             network.load_state_dict(state)
         except (RuntimeError, TypeError, AttributeError) as error:
-            raise DataError(f"--sam-checkpoint {checkpoint}: not a Segment Anything {model} checkpoint "
-                            f"({str(error).splitlines()[0][:200]}); set --set region.sam_model=vit_b|vit_l|vit_h "
-                            f"to the checkpoint's model") from None
+            raise DataError(
+                f"--sam-checkpoint {checkpoint}: not a Segment Anything {model} checkpoint "
+                f"({str(error).splitlines()[0][:200]}); set --set region.sam_model=vit_b|vit_l|vit_h "
+                f"to the checkpoint's model"
+            ) from None
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.predictor = SamPredictor(network.to(device).eval())
 
@@ -68,7 +74,7 @@ class SamSegmenter:
             for box in lung_boxes(image):
                 masks, _, _ = self.predictor.predict(box=np.asarray(box, float), multimask_output=False)
                 inside = np.zeros_like(lungs)
-                inside[box[1]:box[3], box[0]:box[2]] = True  # a box prompt means "this lung, not beyond"
+                inside[box[1] : box[3], box[0] : box[2]] = True  # a box prompt means "this lung, not beyond"
                 lungs |= masks[0] & inside
         return lungs.astype(np.uint8)
 
@@ -83,6 +89,12 @@ def lung_boxes(image: np.ndarray) -> list[tuple[int, int, int, int]]:
     for side in sides(size):
         region = found & side if (found & side).any() else template & side
         rows, columns = np.nonzero(region)
-        boxes.append((max(int(columns.min()) - margin, 0), max(int(rows.min()) - margin, 0),
-                      min(int(columns.max()) + 1 + margin, size), min(int(rows.max()) + 1 + margin, size)))
+        boxes.append(
+            (
+                max(int(columns.min()) - margin, 0),
+                max(int(rows.min()) - margin, 0),
+                min(int(columns.max()) + 1 + margin, size),
+                min(int(rows.max()) + 1 + margin, size),
+            )
+        )
     return boxes

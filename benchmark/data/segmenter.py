@@ -19,10 +19,32 @@ SEGMENTER_VERSION = "1"  # bump whenever the segmenter's output changes: it name
 # fractions (x right, y down), traced on the smoothed mean of the 19 expert masks of tests/data (COVID-19
 # Radiography and COVID-QU-Ex, resized to square). The image's left lung is the patient's right.
 LUNG_FIELD_OUTLINES = (
-    ((0.22, 0.68), (0.18, 0.67), (0.17, 0.60), (0.20, 0.34), (0.28, 0.16), (0.33, 0.11), (0.38, 0.10),
-     (0.42, 0.14), (0.43, 0.22), (0.37, 0.55), (0.32, 0.64)),
-    ((0.81, 0.70), (0.79, 0.69), (0.76, 0.66), (0.71, 0.50), (0.62, 0.30), (0.60, 0.20), (0.64, 0.15),
-     (0.71, 0.17), (0.77, 0.28), (0.84, 0.61), (0.83, 0.66)),
+    (
+        (0.22, 0.68),
+        (0.18, 0.67),
+        (0.17, 0.60),
+        (0.20, 0.34),
+        (0.28, 0.16),
+        (0.33, 0.11),
+        (0.38, 0.10),
+        (0.42, 0.14),
+        (0.43, 0.22),
+        (0.37, 0.55),
+        (0.32, 0.64),
+    ),
+    (
+        (0.81, 0.70),
+        (0.79, 0.69),
+        (0.76, 0.66),
+        (0.71, 0.50),
+        (0.62, 0.30),
+        (0.60, 0.20),
+        (0.64, 0.15),
+        (0.71, 0.17),
+        (0.77, 0.28),
+        (0.84, 0.61),
+        (0.83, 0.66),
+    ),
 )
 # image widths: blurring the median field by this much gives the position prior, as wide as lungs vary in
 # position and size between radiographs (best of 0.04-0.10 for the segmenter on the real samples)
@@ -52,7 +74,7 @@ def population_field(masks: np.ndarray, has_mask: np.ndarray, pool: np.ndarray) 
         return template_field(size), "the built-in median lung field (the training pool has no masks)"
     total = np.zeros((size, size))
     for start in range(0, len(with_mask), CHUNK):
-        total += np.asarray(masks[with_mask[start:start + CHUNK]], float).sum(axis=0)
+        total += np.asarray(masks[with_mask[start : start + CHUNK]], float).sum(axis=0)
     return total / len(with_mask) >= 0.5, f"the median lung field of {len(with_mask)} training-pool masks"
 
 
@@ -125,9 +147,9 @@ def _fuse(prior: np.ndarray, darkness: np.ndarray) -> np.ndarray:
     lungs = ndimage.binary_opening(np.log(clipped / (1.0 - clipped)) + darkness > 0)
     lungs = _largest_per_side(lungs)
     radius = CLOSING_RADIUS_PX
-    disk = np.hypot(*np.mgrid[-radius:radius + 1, -radius:radius + 1]) <= radius
+    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
     padded = np.pad(lungs, radius + 1)  # closing must not glue a lung to the image border
-    closed = ndimage.binary_closing(padded, structure=disk)[radius + 1:-radius - 1, radius + 1:-radius - 1]
+    closed = ndimage.binary_closing(padded, structure=disk)[radius + 1 : -radius - 1, radius + 1 : -radius - 1]
     return ndimage.binary_fill_holes(closed)
 
 
@@ -158,7 +180,7 @@ def _aligned_prior(prior: np.ndarray, lungs: np.ndarray) -> np.ndarray:
             continue
         scale = np.clip((found[2:] / core[2:]) ** ALIGN_STRENGTH, 1 / ALIGN_MAX_SCALE, ALIGN_MAX_SCALE)
         shift = (found[:2] - core[:2]) * ALIGN_STRENGTH
-        rows, columns = np.mgrid[0:prior.shape[0], 0:prior.shape[1]].astype(float)
+        rows, columns = np.mgrid[0 : prior.shape[0], 0 : prior.shape[1]].astype(float)
         source_rows = (rows - core[0] - shift[0]) / scale[0] + core[0]
         source_columns = (columns - core[1] - shift[1]) / scale[1] + core[1]
         moved = ndimage.map_coordinates(prior * side, [source_rows, source_columns], order=1, mode="constant")

@@ -98,8 +98,9 @@ def fraction_counts(fraction: float, class_counts: Sequence[int]) -> np.ndarray:
     return allocation_table(tuple(int(count) for count in class_counts))[total].copy()
 
 
-def split_pool(labels: np.ndarray, official_splits: Sequence[Optional[str]], num_classes: int,
-               test_fraction: float, seed: int) -> np.ndarray:
+def split_pool(
+    labels: np.ndarray, official_splits: Sequence[Optional[str]], num_classes: int, test_fraction: float, seed: int
+) -> np.ndarray:
     """Boolean (N,) mask of training-pool items: the official split if every item has one, else per-class
     random with ``train_count`` training images per class."""
     if all(split is not None for split in official_splits):
@@ -141,28 +142,29 @@ def min_fractions(labels: np.ndarray, ranks: np.ndarray, num_classes: int) -> np
     return result
 
 
-def split_file_path(cache_root: Path, source_name: str, fingerprint: str, split_seed: int,
-                    test_fraction: float) -> Path:
+def split_file_path(cache_root: Path, source_name: str, fingerprint: str, split_seed: int, test_fraction: float) -> Path:
     name = f"{source_name}-{fingerprint[:16]}-seed{split_seed}-test{test_fraction:g}.csv"
     return cache_root / "splits" / name
 
 
-def write_split_file(path: Path, source: Source, header: dict[str, Any], is_train: np.ndarray,
-                     ranks: np.ndarray) -> None:
+def write_split_file(path: Path, source: Source, header: dict[str, Any], is_train: np.ndarray, ranks: np.ndarray) -> None:
     """Atomically (temp file + rename): a reader never sees half a file, and two writers of the same
     split write the same bytes."""
     labels = np.array([item.label for item in source.items], np.int64)
     smallest = min_fractions(labels, ranks, len(source.classes))
-    table = pd.DataFrame({
-        "image": [item.key for item in source.items],
-        "class": [source.classes[label] for label in labels],
-        "split": np.where(is_train, "train", "test"),
-        "min_fraction": [f"{value:g}" if is_train[i] else "" for i, value in enumerate(smallest)],
-        "rank": [str(rank) if rank >= 0 else "" for rank in ranks],
-    })
+    table = pd.DataFrame(
+        {
+            "image": [item.key for item in source.items],
+            "class": [source.classes[label] for label in labels],
+            "split": np.where(is_train, "train", "test"),
+            "min_fraction": [f"{value:g}" if is_train[i] else "" for i, value in enumerate(smallest)],
+            "rank": [str(rank) if rank >= 0 else "" for rank in ranks],
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False, newline="", encoding="utf-8")
+    handle = tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
+    )
     try:
         with handle:
             handle.write(HEADER_PREFIX + json.dumps(header, sort_keys=True) + "\n")
@@ -174,8 +176,7 @@ def write_split_file(path: Path, source: Source, header: dict[str, Any], is_trai
         raise
 
 
-def read_split_file(path: Path, source: Source, fingerprint: str) -> tuple[dict[str, Any], np.ndarray,
-                                                                           np.ndarray]:
+def read_split_file(path: Path, source: Source, fingerprint: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """(header, is_train, ranks) in the source's item order; DataError unless the file was written for
     exactly this dataset (same fingerprint, same images, same classes)."""
     try:
@@ -190,65 +191,77 @@ def read_split_file(path: Path, source: Source, fingerprint: str) -> tuple[dict[
             f"split file {path} was written for dataset fingerprint {str(header.get('fingerprint'))[:16]}, "
             f"but the {source.name} data now has {fingerprint[:16]}: files were added, removed or modified "
             f"(copying without keeping file times counts too). Expected a split file of this dataset; "
-            f"delete it or point at the data it was made for.")
+            f"delete it or point at the data it was made for."
+        )
     missing_columns = [column for column in SPLIT_COLUMNS if column not in table.columns]
     if missing_columns:
-        raise DataError(f"split file {path}: missing columns {', '.join(missing_columns)}; "
-                        f"expected {', '.join(SPLIT_COLUMNS)}")
+        raise DataError(f"split file {path}: missing columns {', '.join(missing_columns)}; expected {', '.join(SPLIT_COLUMNS)}")
     index_of = {item.key: index for index, item in enumerate(source.items)}
     unknown = [key for key in table["image"] if key not in index_of]
     if unknown or len(table) != len(index_of) or table["image"].duplicated().any():
-        raise DataError(f"split file {path}: lists {len(table)} images for {len(index_of)} in the dataset "
-                        f"(unknown: {', '.join(unknown[:5]) or 'none'}); expected each image exactly once")
+        raise DataError(
+            f"split file {path}: lists {len(table)} images for {len(index_of)} in the dataset "
+            f"(unknown: {', '.join(unknown[:5]) or 'none'}); expected each image exactly once"
+        )
     rows = table["image"].map(index_of).to_numpy()
     expected_classes = [source.classes[source.items[row].label] for row in rows]
     if list(table["class"]) != expected_classes or not table["split"].isin(["train", "test"]).all():
-        raise DataError(f"split file {path}: class or split column disagrees with the dataset; expected "
-                        f"class names {', '.join(source.classes)} and split train or test")
+        raise DataError(
+            f"split file {path}: class or split column disagrees with the dataset; expected "
+            f"class names {', '.join(source.classes)} and split train or test"
+        )
     is_train = np.zeros(len(rows), bool)
     is_train[rows] = (table["split"] == "train").to_numpy()
     ranks = np.full(len(rows), -1, np.int64)
     try:
-        ranks[rows] = [int(rank) if split == "train" else -1
-                       for rank, split in zip(table["rank"], table["split"])]
+        ranks[rows] = [int(rank) if split == "train" else -1 for rank, split in zip(table["rank"], table["split"])]
     except ValueError:
         raise DataError(f"split file {path}: rank must be an integer for every training image") from None
     labels = np.array([item.label for item in source.items], np.int64)
     for label, name in enumerate(source.classes):
         class_ranks = np.sort(ranks[is_train & (labels == label)])
         if not np.array_equal(class_ranks, np.arange(len(class_ranks))) or len(class_ranks) == 0:
-            raise DataError(f"split file {path}: ranks of class {name!r} are not 0..n-1, or the class has "
-                            f"no training image; expected one rank per training image")
+            raise DataError(
+                f"split file {path}: ranks of class {name!r} are not 0..n-1, or the class has "
+                f"no training image; expected one rank per training image"
+            )
     return header, is_train, ranks
 
 
-def load_or_create_split(source: Source, fingerprint: str, split_seed: int, test_fraction: float,
-                         path: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def load_or_create_split(
+    source: Source, fingerprint: str, split_seed: int, test_fraction: float, path: Path
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Reuse the split file at ``path`` (checked against the dataset) or compute and write it."""
     if path.exists():
         return read_split_file(path, source, fingerprint)
     labels = np.array([item.label for item in source.items], np.int64)
     num_classes = len(source.classes)
-    is_train = split_pool(labels, [item.official_split for item in source.items], num_classes,
-                          test_fraction, split_seed)
+    is_train = split_pool(labels, [item.official_split for item in source.items], num_classes, test_fraction, split_seed)
     empty = [source.classes[c] for c in range(num_classes) if not (is_train & (labels == c)).any()]
     if empty:
-        raise DataError(f"{source.name}: no training image left for class {', '.join(empty)} after the "
-                        f"split; expected at least one per class (add images or lower data.test_fraction)")
+        raise DataError(
+            f"{source.name}: no training image left for class {', '.join(empty)} after the "
+            f"split; expected at least one per class (add images or lower data.test_fraction)"
+        )
     ranks = fraction_ranks(labels, is_train, num_classes, split_seed)
-    header = {"dataset": source.name, "fingerprint": fingerprint, "split_seed": split_seed,
-              "test_fraction": test_fraction,
-              "official_split": all(item.official_split is not None for item in source.items)}
+    header = {
+        "dataset": source.name,
+        "fingerprint": fingerprint,
+        "split_seed": split_seed,
+        "test_fraction": test_fraction,
+        "official_split": all(item.official_split is not None for item in source.items),
+    }
     write_split_file(path, source, header, is_train, ranks)
     return header, is_train, ranks
 
 
 def _parse_header(path: Path, line: str) -> dict[str, Any]:
     if not line.startswith(HEADER_PREFIX):
-        raise DataError(f"split file {path}: first line is not a '{HEADER_PREFIX.strip()}' header; expected "
-                        f"a split file written by rgmim-bench (it records the dataset fingerprint)")
+        raise DataError(
+            f"split file {path}: first line is not a '{HEADER_PREFIX.strip()}' header; expected "
+            f"a split file written by rgmim-bench (it records the dataset fingerprint)"
+        )
     try:
-        return json.loads(line[len(HEADER_PREFIX):])
+        return json.loads(line[len(HEADER_PREFIX) :])
     except json.JSONDecodeError:
-        raise DataError(f"split file {path}: damaged header line; expected JSON after "
-                        f"'{HEADER_PREFIX.strip()}'") from None
+        raise DataError(f"split file {path}: damaged header line; expected JSON after '{HEADER_PREFIX.strip()}'") from None

@@ -64,7 +64,11 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def random_resized_crop(
-    images: torch.Tensor, masks: torch.Tensor | None, size: int, min_scale: float, hflip_prob: float,
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    size: int,
+    min_scale: float,
+    hflip_prob: float,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-sample RandomResizedCrop + horizontal flip; the mask gets the same box, resampled nearest."""
@@ -125,7 +129,10 @@ def solarize(images: torch.Tensor, prob: float, threshold: float = 0.5) -> torch
 
 
 def make_view(
-    images: torch.Tensor, spec: ViewSpec, size: int, masks: torch.Tensor | None = None,
+    images: torch.Tensor,
+    spec: ViewSpec,
+    size: int,
+    masks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One augmented view of a (B, 1, H, W) [0, 1] batch -> ImageNet-normalised (B, 3, size, size)."""
     images, masks = random_resized_crop(images, masks, size, spec.min_scale, spec.hflip_prob)

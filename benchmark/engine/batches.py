@@ -24,8 +24,9 @@ class Batch(NamedTuple):
 
 
 class TensorPool:
-    def __init__(self, images: np.ndarray, masks: Optional[np.ndarray], labels: np.ndarray,
-                 indices: np.ndarray, device: torch.device):
+    def __init__(
+        self, images: np.ndarray, masks: Optional[np.ndarray], labels: np.ndarray, indices: np.ndarray, device: torch.device
+    ):
         order = np.sort(indices)  # memmap reads in file order
         self.images = torch.from_numpy(np.ascontiguousarray(images[order])).to(device)
         self.masks = torch.from_numpy(np.ascontiguousarray(masks[order])).to(device) if masks is not None else None
@@ -35,8 +36,9 @@ class TensorPool:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False,
-                ranks: Ranks = Ranks()) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False, ranks: Ranks = Ranks()
+    ) -> Iterator[Batch]:
         """Batches of ``batch_size`` (global) images on the device; ``ranks`` picks this rank's rows."""
         if shuffle:
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -45,7 +47,7 @@ class TensorPool:
             order = torch.arange(len(self), device=self.device)
         stop = len(self) - (len(self) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):
-            global_index = order[start:start + batch_size]
+            global_index = order[start : start + batch_size]
             index = ranks.rows(global_index)
             masks = self.masks[index].unsqueeze(1).float() if self.masks is not None else None
             yield Batch(to_unit(self.images[index]), masks, self.labels[index], len(global_index))

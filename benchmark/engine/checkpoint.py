@@ -20,8 +20,9 @@ def load_torch(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                           device: torch.device) -> tuple[list[dict], int]:
+def restore_training_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[list[dict], int]:
     """Load a per-epoch checkpoint into model, optimizer and RNG; returns (history, completed epochs)."""
     saved = load_torch(path)
     model.load_state_dict(saved["model"])

@@ -82,8 +82,14 @@ def mkl_lacks_avx512() -> bool:
 
 
 def onednn_linear_applies(device: torch.device, config: Config) -> bool:
-    return (config.runtime.cpu_onednn_linear and device.type == "cpu" and not amp_enabled(device, config)
-            and not config.runtime.compile and onednn_linear_supported() and mkl_lacks_avx512())
+    return (
+        config.runtime.cpu_onednn_linear
+        and device.type == "cpu"
+        and not amp_enabled(device, config)
+        and not config.runtime.compile
+        and onednn_linear_supported()
+        and mkl_lacks_avx512()
+    )
 
 
 def apply_fast_paths(model: nn.Module, device: torch.device, config: Config) -> None:

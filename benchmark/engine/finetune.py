@@ -48,14 +48,14 @@ def param_groups(model: Classifier, config: Config) -> list[dict]:
     encoder = model.encoder
     skip = {f"encoder.{name}" for name in getattr(encoder, "no_weight_decay", lambda: set())()}
     if settings.layer_decay < 1.0 and hasattr(encoder, "blocks"):  # MAE util/lr_decay.py, ViT only
-        return param_groups_layer_decay(model, settings.weight_decay, no_weight_decay_list=skip,
-                                        layer_decay=settings.layer_decay)
+        return param_groups_layer_decay(
+            model, settings.weight_decay, no_weight_decay_list=skip, layer_decay=settings.layer_decay
+        )
     return param_groups_weight_decay(model, settings.weight_decay, no_weight_decay_list=skip)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, pool: TensorPool, config: Config, device: torch.device,
-             classes: tuple[str, ...]) -> dict:
+def evaluate(model: nn.Module, pool: TensorPool, config: Config, device: torch.device, classes: tuple[str, ...]) -> dict:
     """Batched, gradient-free; under DDP each rank scores its block and the blocks are gathered in order."""
     model.eval()
     probabilities, labels = [], []
@@ -82,8 +82,9 @@ def training_view(config: Config) -> ViewSpec:
     return ViewSpec(min_scale=config.finetune.min_scale)  # protocol §8: mild crop + flip, nothing else
 
 
-def classification_backward(trained: nn.Module, views: torch.Tensor, labels: torch.Tensor, global_size: int,
-                            config: Config, device: torch.device) -> torch.Tensor:
+def classification_backward(
+    trained: nn.Module, views: torch.Tensor, labels: torch.Tensor, global_size: int, config: Config, device: torch.device
+) -> torch.Tensor:
     """Cross-entropy of this rank's rows, scaled so DDP's average over ranks is the global batch's mean
     even when a last batch splits unevenly (identical to the plain mean in one process)."""
     with autocast(device, config):
@@ -93,8 +94,16 @@ def classification_backward(trained: nn.Module, views: torch.Tensor, labels: tor
     return loss.detach()
 
 
-def finetune(encoder: nn.Module, config: Config, data: PreparedData, fraction: float, device: torch.device,
-             checkpoint_file: Optional[Path] = None, progress: bool = True, label: str = "") -> dict:
+def finetune(
+    encoder: nn.Module,
+    config: Config,
+    data: PreparedData,
+    fraction: float,
+    device: torch.device,
+    checkpoint_file: Optional[Path] = None,
+    progress: bool = True,
+    label: str = "",
+) -> dict:
     """Train encoder + head on the label subset of `fraction`; returns history, final metrics, cost."""
     settings = config.finetune
     ranks = distributed.current()
@@ -119,8 +128,13 @@ def finetune(encoder: nn.Module, config: Config, data: PreparedData, fraction: f
         history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
         print(f"[finetune] resuming from epoch {start_epoch}/{settings.epochs}", flush=True)
 
-    bar = tqdm(total=settings.epochs, initial=start_epoch, unit="epoch", desc=f"finetune {label}".strip(),
-               disable=not (progress and ranks.is_main))
+    bar = tqdm(
+        total=settings.epochs,
+        initial=start_epoch,
+        unit="epoch",
+        desc=f"finetune {label}".strip(),
+        disable=not (progress and ranks.is_main),
+    )
     model.train()
     for epoch in range(start_epoch, settings.epochs):
         started = time.time()
@@ -128,8 +142,9 @@ def finetune(encoder: nn.Module, config: Config, data: PreparedData, fraction: f
         batches = train_pool.batches(settings.batch_size, config.seed, epoch, ranks=ranks)
         for step_in_epoch, batch in zip(range(steps_per_epoch), batches):
             step = epoch * steps_per_epoch + step_in_epoch
-            set_lr(optimizer, lr_at(step, total_steps, settings.warmup_epochs * steps_per_epoch, base_lr,
-                                    settings.min_lr), base_lr)
+            set_lr(
+                optimizer, lr_at(step, total_steps, settings.warmup_epochs * steps_per_epoch, base_lr, settings.min_lr), base_lr
+            )
             with distributed.global_batch(batch.global_size):
                 views, _ = make_view(batch.images, view, data.image_size)
                 loss = classification_backward(trained, views, batch.labels, batch.global_size, config, device)
@@ -140,29 +155,49 @@ def finetune(encoder: nn.Module, config: Config, data: PreparedData, fraction: f
         train_time = time.time() - started
         train_loss = distributed.total(loss_sum).item() / max(1, seen)
         if not math.isfinite(train_loss):
-            raise TrainingError(f"fine-tuning loss became {train_loss} at epoch {epoch + 1} (lr {base_lr:.3g}); "
-                                "lower finetune.blr or turn amp off")
+            raise TrainingError(
+                f"fine-tuning loss became {train_loss} at epoch {epoch + 1} (lr {base_lr:.3g}); "
+                "lower finetune.blr or turn amp off"
+            )
         metrics = evaluate(model, test_pool, config, device, data.classes)
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                        "train_images": seen, "train_time_s": train_time,
-                        "eval_time_s": time.time() - started - train_time, **metrics})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_images": seen,
+                "train_time_s": train_time,
+                "eval_time_s": time.time() - started - train_time,
+                **metrics,
+            }
+        )
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{metrics['accuracy']:.3f}")
         if checkpoint_file is not None and ranks.is_main:
-            save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(device),
-                        "history": history, "epoch": epoch + 1}, checkpoint_file)
+            save_torch(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_state(device),
+                    "history": history,
+                    "epoch": epoch + 1,
+                },
+                checkpoint_file,
+            )
     bar.close()
     train_time = sum(entry["train_time_s"] for entry in history)
     final = dict(history[-1])
-    final_metrics = {k: final[k] for k in ("accuracy", "macro_f1", "per_class_recall", "auroc",
-                                          "macro_auroc", "confusion")}
+    final_metrics = {k: final[k] for k in ("accuracy", "macro_f1", "per_class_recall", "auroc", "macro_auroc", "confusion")}
     final_metrics["best_epoch_accuracy"] = max(entry["accuracy"] for entry in history)  # diagnostic only
     return {
         "metrics": final_metrics,
         "history": [{k: v for k, v in entry.items() if k != "confusion"} for entry in history],
         "summary": {
-            "epochs": settings.epochs, "steps_per_epoch": steps_per_epoch, "batch_size": settings.batch_size,
-            "base_lr": base_lr, "subset_size": len(train_pool),
+            "epochs": settings.epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "batch_size": settings.batch_size,
+            "base_lr": base_lr,
+            "subset_size": len(train_pool),
             "wall_time_s": sum(entry["train_time_s"] + entry["eval_time_s"] for entry in history),
             "images_per_s": sum(entry["train_images"] for entry in history) / train_time if train_time else None,
             "resumed_from_epoch": start_epoch or None,

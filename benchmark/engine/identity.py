@@ -30,7 +30,10 @@ def encoder_settings(method: Method, config: Config, dataset: IdentifiedData) ->
     """What a method's pretraining reads (the same for every label fraction)."""
     arch = method.archs[0]
     return {
-        "method": method.name, "arch": arch, "seed": config.seed, "amp": config.amp,
+        "method": method.name,
+        "arch": arch,
+        "seed": config.seed,
+        "amp": config.amp,
         "data": data_identity(config, dataset),
         "model": identity(config.family(arch), arch, method.init),
         "pretrain": identity(config.pretrain),
@@ -44,8 +47,14 @@ def run_settings(method: Method, arch: str, fraction: float, config: Config, dat
     if method.build_pretrainer is not None:
         settings = encoder_settings(method, config, dataset)
     else:
-        settings = {"method": method.name, "arch": arch, "seed": config.seed, "amp": config.amp,
-                    "data": data_identity(config, dataset), "model": identity(config.family(arch), arch, method.init)}
+        settings = {
+            "method": method.name,
+            "arch": arch,
+            "seed": config.seed,
+            "amp": config.amp,
+            "data": data_identity(config, dataset),
+            "model": identity(config.family(arch), arch, method.init),
+        }
     return {**settings, "fraction": fraction, "finetune": identity(config.finetune, arch)}
 
 

@@ -8,7 +8,7 @@ from scipy.stats import rankdata
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
-    return np.bincount(labels * num_classes + predictions, minlength=num_classes ** 2).reshape(num_classes, -1)
+    return np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(num_classes, -1)
 
 
 def one_vs_rest_auroc(scores: np.ndarray, positives: np.ndarray) -> float:

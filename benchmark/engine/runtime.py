@@ -37,8 +37,7 @@ def amp_enabled(device: torch.device, config: Config) -> bool:
 
     CPU stays fp32 under "auto": records keyed by amp=auto were trained that way.
     """
-    return config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"
-                                    and torch.cuda.is_bf16_supported())
+    return config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
 @contextlib.contextmanager
@@ -95,9 +94,14 @@ def restore_rng_state(state: dict, device: torch.device) -> None:
 def hardware(device: torch.device) -> dict:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
-        "device": device.type, "gpu": gpu, "gpu_count": torch.cuda.device_count(),
-        "torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-        "hostname": platform.node(), "platform": platform.platform(),
+        "device": device.type,
+        "gpu": gpu,
+        "gpu_count": torch.cuda.device_count(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
     }
 
 
@@ -107,8 +111,9 @@ def code_version() -> dict:
 
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 

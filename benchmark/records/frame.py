@@ -52,24 +52,26 @@ def _record_row(record: dict) -> dict[str, Any]:
     }
     row.update({f"recall_{cls}": value for cls, value in metrics["per_class_recall"].items()})
     row.update({f"auroc_{cls}": value for cls, value in metrics["auroc"].items()})
-    row.update({
-        "pretrain_cache_key": pretrain.get("cache_key"),
-        "pretrain_reused": pretrain.get("reused"),
-        "pretrain_epochs": pretrain.get("epochs"),
-        "pretrain_wall_time_s": pretrain.get("wall_time_s"),
-        "pretrain_images_per_s": pretrain.get("images_per_s"),
-        "finetune_epochs": record["finetune"]["epochs"],
-        "finetune_wall_time_s": record["finetune"]["wall_time_s"],
-        "finetune_images_per_s": record["finetune"]["images_per_s"],
-        "device": hardware["device"],
-        "gpu": hardware["gpu"],
-        "cpu_count": hardware["cpu_count"],
-        "torch": hardware["torch"],
-        "commit": record["code_version"]["commit"],
-        "dirty": record["code_version"]["dirty"],
-        "started_at": record["started_at"],
-        "finished_at": record["finished_at"],
-    })
+    row.update(
+        {
+            "pretrain_cache_key": pretrain.get("cache_key"),
+            "pretrain_reused": pretrain.get("reused"),
+            "pretrain_epochs": pretrain.get("epochs"),
+            "pretrain_wall_time_s": pretrain.get("wall_time_s"),
+            "pretrain_images_per_s": pretrain.get("images_per_s"),
+            "finetune_epochs": record["finetune"]["epochs"],
+            "finetune_wall_time_s": record["finetune"]["wall_time_s"],
+            "finetune_images_per_s": record["finetune"]["images_per_s"],
+            "device": hardware["device"],
+            "gpu": hardware["gpu"],
+            "cpu_count": hardware["cpu_count"],
+            "torch": hardware["torch"],
+            "commit": record["code_version"]["commit"],
+            "dirty": record["code_version"]["dirty"],
+            "started_at": record["started_at"],
+            "finished_at": record["finished_at"],
+        }
+    )
     return row
 
 

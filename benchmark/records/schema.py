@@ -7,31 +7,45 @@ from datetime import datetime
 from typing import Any
 
 
-
 SCHEMA_VERSION = 2  # 2: method_info, method-owned config sections, content fingerprints
 
 ARCHS = ("vit", "resnet")
+
+
 def method_facts(method: Any) -> dict[str, Any]:
     """What the report needs to know of a registry entry, stored in each record (the report reads records
     only, never the registry: a report builds without torch, and records of retired methods still show)."""
-    return {"display": method.display, "archs": list(method.archs), "pretrains": method.build_pretrainer is not None,
-            "region_guided": method.region_guided, "uses_mask_ratio": method.uses_mask_ratio, "init": method.init}
+    return {
+        "display": method.display,
+        "archs": list(method.archs),
+        "pretrains": method.build_pretrainer is not None,
+        "region_guided": method.region_guided,
+        "uses_mask_ratio": method.uses_mask_ratio,
+        "init": method.init,
+    }
+
 
 # Top-level keys and, for sections, the keys each must hold. ``pretrain`` is null without a pretraining stage.
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "schema_version": (), "run_id": (), "method": (), "arch": (), "fraction": (), "seed": (),
-    "mask_ratio": (), "profile": (),
+    "schema_version": (),
+    "run_id": (),
+    "method": (),
+    "arch": (),
+    "fraction": (),
+    "seed": (),
+    "mask_ratio": (),
+    "profile": (),
     "method_info": ("display", "archs", "pretrains", "region_guided", "uses_mask_ratio", "init"),
     "dataset": ("name", "fingerprint", "classes", "train_pool", "test", "finetune_subset"),
     "config": (),
-    "metrics": ("accuracy", "macro_f1", "per_class_recall", "auroc", "macro_auroc", "confusion",
-                "best_epoch_accuracy"),
+    "metrics": ("accuracy", "macro_f1", "per_class_recall", "auroc", "macro_auroc", "confusion", "best_epoch_accuracy"),
     "history": (),
     "pretrain": ("cache_key", "reused", "wall_time_s", "images_per_s", "epochs", "loss_history"),
     "finetune": ("wall_time_s", "images_per_s", "epochs"),
     "hardware": ("device", "gpu", "torch", "cpu_count", "hostname"),
     "code_version": ("commit", "dirty"),
-    "started_at": (), "finished_at": (),
+    "started_at": (),
+    "finished_at": (),
 }
 HISTORY_KEYS = ("epoch", "train_loss", "accuracy", "macro_f1", "lr")
 
@@ -77,8 +91,11 @@ def _check_class_map(values: Any, classes: list[str], name: str) -> list[str]:
     problems = []
     if set(values) != set(classes):
         problems.append(f"metrics.{name} classes {sorted(values)} differ from dataset.classes {sorted(classes)}")
-    problems.extend(f"metrics.{name}.{cls} must be a number in [0, 1] or null"
-                    for cls, value in values.items() if value is not None and not _is_probability(value))
+    problems.extend(
+        f"metrics.{name}.{cls} must be a number in [0, 1] or null"
+        for cls, value in values.items()
+        if value is not None and not _is_probability(value)
+    )
     return problems
 
 
@@ -97,8 +114,9 @@ def validate_record(record: Any) -> list[str]:
     problems = _missing_keys(record)
     if problems:
         return problems  # the checks below assume the structure is there
-    problems.extend(f"{path} is NaN or infinite; write null for an undefined value"
-                    for path in _non_finite_paths(record, "record"))
+    problems.extend(
+        f"{path} is NaN or infinite; write null for an undefined value" for path in _non_finite_paths(record, "record")
+    )
 
     if record["schema_version"] != SCHEMA_VERSION:
         problems.append(f"schema_version {record['schema_version']!r} is not supported (this code reads {SCHEMA_VERSION})")
@@ -142,9 +160,14 @@ def validate_record(record: Any) -> list[str]:
     problems.extend(_check_class_map(metrics["per_class_recall"], classes, "per_class_recall"))
     problems.extend(_check_class_map(metrics["auroc"], classes, "auroc"))
     confusion = metrics["confusion"]
-    if not (isinstance(confusion, list) and len(confusion) == len(classes)
-            and all(isinstance(row, list) and len(row) == len(classes)
-                    and all(isinstance(n, int) and n >= 0 for n in row) for row in confusion)):
+    if not (
+        isinstance(confusion, list)
+        and len(confusion) == len(classes)
+        and all(
+            isinstance(row, list) and len(row) == len(classes) and all(isinstance(n, int) and n >= 0 for n in row)
+            for row in confusion
+        )
+    ):
         problems.append(f"metrics.confusion must be a {len(classes)} x {len(classes)} matrix of counts")
 
     history = record["history"]
@@ -164,9 +187,11 @@ def validate_record(record: Any) -> list[str]:
         problems.append(f"pretrain must be an object for {method}")
     for name, section in (("pretrain", pretrain), ("finetune", record["finetune"])):
         if isinstance(section, dict):
-            problems.extend(f"{name}.{key} must be a non-negative number, got {section[key]!r}"
-                            for key in ("wall_time_s", "images_per_s", "epochs")
-                            if not (_is_number(section[key]) and section[key] >= 0))
+            problems.extend(
+                f"{name}.{key} must be a non-negative number, got {section[key]!r}"
+                for key in ("wall_time_s", "images_per_s", "epochs")
+                if not (_is_number(section[key]) and section[key] >= 0)
+            )
     if not isinstance(record["hardware"], dict):
         problems.append("hardware must be an object")
     problems.extend(_check_timestamp(record["started_at"], "started_at"))

@@ -13,8 +13,10 @@ from benchmark.records.schema import validate_record
 from benchmark.errors import RecordError
 from benchmark.files import atomic_write_text
 
+
 def record_path(results: Path, identifier: str) -> Path:
     return Path(results) / "runs" / f"{identifier}.json"
+
 
 class RecordWarning(UserWarning):
     """A run record file was skipped while loading a results folder."""
@@ -47,8 +49,9 @@ def read_record(path: Path) -> dict:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as error:
-        raise RecordError(f"{path}: not valid JSON, truncated or corrupt "
-                          f"({error.msg} at line {error.lineno}, column {error.colno})") from error
+        raise RecordError(
+            f"{path}: not valid JSON, truncated or corrupt ({error.msg} at line {error.lineno}, column {error.colno})"
+        ) from error
     problems = validate_record(record)
     if problems:
         raise RecordError(f"{path}: invalid run record: " + "; ".join(problems))

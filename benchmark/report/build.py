@@ -35,8 +35,7 @@ def _header(record_count: int, skipped: list[tuple[Path, str]], results_dir: Pat
     ]
     if skipped:
         lines += [f"⚠ {_count(len(skipped), 'file')} in `runs/` skipped as unreadable or invalid:", ""]
-        lines += [f"- `{path.relative_to(results_dir).as_posix()}`: {reason.split(': ', 1)[-1]}"
-                  for path, reason in skipped]
+        lines += [f"- `{path.relative_to(results_dir).as_posix()}`: {reason.split(': ', 1)[-1]}" for path, reason in skipped]
         lines.append("")
     return lines
 
@@ -60,54 +59,85 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
         "",
     ]
     if has_table2_runs:
-        lines += [f"{len(section.classes)}-class test accuracy, mean ± std over seeds (n = seeds); **bold**: best "
-                  "mean per column; beneath: the paper's value and Δ = ours − paper. MIM rows at mask ratio "
-                  f"{default_ratio} only. {protocol.describe_row_labels()}",
-                  "", tables.table2_markdown(statistics.table2_stats(runs)), ""]
+        lines += [
+            f"{len(section.classes)}-class test accuracy, mean ± std over seeds (n = seeds); **bold**: best "
+            "mean per column; beneath: the paper's value and Δ = ours − paper. MIM rows at mask ratio "
+            f"{default_ratio} only. {protocol.describe_row_labels()}",
+            "",
+            tables.table2_markdown(statistics.table2_stats(runs)),
+            "",
+        ]
         missing = tables.missing_paper_rows(runs)
         if missing:
-            lines += [f"Paper rows without runs here: {', '.join(missing)}. Transfer and Cross start from ImageNet "
-                      "weights, which run only when a local weights file is given (`--weights`); nothing is "
-                      "downloaded.", ""]
+            lines += [
+                f"Paper rows without runs here: {', '.join(missing)}. Transfer and Cross start from ImageNet "
+                "weights, which run only when a local weights file is given (`--weights`); nothing is "
+                "downloaded.",
+                "",
+            ]
     else:
-        lines += [f"No runs count in Table 2: its MIM rows need mask ratio {default_ratio} and RGMIM "
-                  f"`{grouping.EXPERT_REGION}` masks (the dataset's own).", ""]
+        lines += [
+            f"No runs count in Table 2: its MIM rows need mask ratio {default_ratio} and RGMIM "
+            f"`{grouping.EXPERT_REGION}` masks (the dataset's own).",
+            "",
+        ]
 
     lines += ["### Table 3: test accuracy by mask ratio, 100 % of training labels", ""]
     table3 = statistics.table3_stats(runs)
-    lines += [tables.table3_markdown(table3) if not table3.empty
-              else "No RGMIM or MAE runs with 100 % of the training labels in this section.", ""]
+    lines += [
+        tables.table3_markdown(table3)
+        if not table3.empty
+        else "No RGMIM or MAE runs with 100 % of the training labels in this section.",
+        "",
+    ]
 
     if statistics.has_other_mask_sources(runs):
-        lines += ["### RGMIM by lung-mask source", "",
-                  "Test accuracy of RGMIM (and any other region-guided method) by where its lung region came from "
-                  "(`--mask-source`): `gt` the dataset's own "
-                  "masks (the Table 2 row), `mask-dir` masks supplied with `--mask-dir`, `classical` the "
-                  "unsupervised lung-field segmenter, `prior` one population-average lung field for every image, "
-                  "`sam` Segment Anything, `none` no region (RGMIM's masking is then MAE's random masking). "
-                  f"Mean ± std over seeds (n = seeds); **bold**: best mean per column; mask ratio {default_ratio} "
-                  "only. Only `gt` runs count in Tables 2 and 3.",
-                  "", tables.mask_source_markdown(statistics.mask_source_stats(runs)), ""]
+        lines += [
+            "### RGMIM by lung-mask source",
+            "",
+            "Test accuracy of RGMIM (and any other region-guided method) by where its lung region came from "
+            "(`--mask-source`): `gt` the dataset's own "
+            "masks (the Table 2 row), `mask-dir` masks supplied with `--mask-dir`, `classical` the "
+            "unsupervised lung-field segmenter, `prior` one population-average lung field for every image, "
+            "`sam` Segment Anything, `none` no region (RGMIM's masking is then MAE's random masking). "
+            f"Mean ± std over seeds (n = seeds); **bold**: best mean per column; mask ratio {default_ratio} "
+            "only. Only `gt` runs count in Tables 2 and 3.",
+            "",
+            tables.mask_source_markdown(statistics.mask_source_stats(runs)),
+            "",
+        ]
 
     lines += ["### RGMIM − MAE, paired by seed", ""]
     differences = statistics.paired_differences(runs)
     if differences.empty:
         lines += [f"Needs both RGMIM and MAE runs at mask ratio {default_ratio}; this section lacks one of them.", ""]
     else:
-        lines += [f"Accuracy difference per seed (same seed, same fraction, mask ratio {default_ratio}), "
-                  "averaged over seeds; n/a with fewer than 2 pairs.", "", tables.paired_markdown(differences), ""]
+        lines += [
+            f"Accuracy difference per seed (same seed, same fraction, mask ratio {default_ratio}), "
+            "averaged over seeds; n/a with fewer than 2 pairs.",
+            "",
+            tables.paired_markdown(differences),
+            "",
+        ]
 
     lines += ["### Figures", ""]
     figures = draw_figures(section, plots_dir)
     for caption, path in figures:
         lines += [f"![{caption}, {section.title}]({path.relative_to(results_dir).as_posix()})", ""]
     if not figures:
-        lines += ["No figures: the curves and the fraction plot need Table 2 runs, the mask-ratio plot two or "
-                  "more mask ratios with 100 % of the labels.", ""]
+        lines += [
+            "No figures: the curves and the fraction plot need Table 2 runs, the mask-ratio plot two or "
+            "more mask ratios with 100 % of the labels.",
+            "",
+        ]
 
     lines += ["### Per-class recall and AUROC (mean over seeds)", ""]
-    lines += [tables.per_class_markdown(runs, section.classes) if has_table2_runs
-              else "Shown for Table 2 runs only; there are none in this section.", ""]
+    lines += [
+        tables.per_class_markdown(runs, section.classes)
+        if has_table2_runs
+        else "Shown for Table 2 runs only; there are none in this section.",
+        "",
+    ]
     lines += [
         "### Cost",
         "",
@@ -152,10 +182,10 @@ def build_report(results_dir: Path) -> Path:
 
     lines = _header(len(scan.records), scan.skipped, results_dir)
     if not sections:
-        warnings.warn(f"no valid run records in {results_dir / 'runs'}; the report says no runs were found",
-                      RecordWarning, stacklevel=2)
-        lines += ["No runs were found: `runs/` holds no valid run record yet. Run experiments, then rerun "
-                  f"`{COMMAND}`.", ""]
+        warnings.warn(
+            f"no valid run records in {results_dir / 'runs'}; the report says no runs were found", RecordWarning, stacklevel=2
+        )
+        lines += [f"No runs were found: `runs/` holds no valid run record yet. Run experiments, then rerun `{COMMAND}`.", ""]
     else:
         lines += ["Sections (numbers from different datasets or profiles are never mixed):", ""]
         lines += [f"- [{s.title}](#{s.slug}): {_count(len(s.runs), 'run')}" for s in sections]

@@ -8,6 +8,7 @@ import pandas as pd
 
 from benchmark.report.sections import MISSING
 
+
 def fraction_label(fraction: float) -> str:
     return f"{fraction * 100:g} %"
 
@@ -41,6 +42,7 @@ def with_paper(cell: str, paper_value: float, delta: float) -> str:
 
 def to_markdown(frame: pd.DataFrame) -> str:
     """A GitHub pipe table of a frame of strings (pandas' own needs the optional ``tabulate``)."""
+
     def escape(value: object) -> str:
         return str(value).replace("|", "\\|")
 

@@ -10,8 +10,17 @@ from typing import Optional
 
 from benchmark.paper_grid import DEFAULT_MASK_RATIO, PAPER_FRACTIONS, TABLE3_MASK_RATIOS
 
-__all__ = ["DEFAULT_MASK_RATIO", "PAPER_FRACTIONS", "PAPER_DATASET", "PAPER_PROFILE", "TABLE2", "TABLE3", "TABLE3_MASK_RATIOS",
-           "table2_accuracy", "table3_accuracy"]
+__all__ = [
+    "DEFAULT_MASK_RATIO",
+    "PAPER_FRACTIONS",
+    "PAPER_DATASET",
+    "PAPER_PROFILE",
+    "TABLE2",
+    "TABLE3",
+    "TABLE3_MASK_RATIOS",
+    "table2_accuracy",
+    "table3_accuracy",
+]
 
 # §4.1: the paper's data are the 21,165-image, four-class COVID-19 Radiography Database (cited as [49]).
 PAPER_DATASET = "covid-radiography"

@@ -58,10 +58,17 @@ def history_frame(section: Section) -> pd.DataFrame:
     """Per Table 2 run and fine-tuning epoch: row, fraction, seed, epoch, test accuracy."""
     counted = set(table2_runs(section.runs)["run_id"])
     rows = [
-        {"row_order": row_order(record["method"], record["arch"]), "row": row_label(record["method_info"], record["arch"]),
-         "method": record["method"], "fraction": round(float(record["fraction"]), 6), "seed": record["seed"],
-         "epoch": entry["epoch"], "accuracy": entry["accuracy"]}
-        for record in section.records if record["run_id"] in counted
+        {
+            "row_order": row_order(record["method"], record["arch"]),
+            "row": row_label(record["method_info"], record["arch"]),
+            "method": record["method"],
+            "fraction": round(float(record["fraction"]), 6),
+            "seed": record["seed"],
+            "epoch": entry["epoch"],
+            "accuracy": entry["accuracy"],
+        }
+        for record in section.records
+        if record["run_id"] in counted
         for entry in record["history"]
     ]
     return pd.DataFrame(rows, columns=["row_order", "row", "method", "fraction", "seed", "epoch", "accuracy"])
@@ -72,12 +79,12 @@ def _curves(axes: Axes, history: pd.DataFrame, band: bool) -> None:
         by_epoch = group.groupby("epoch")["accuracy"].agg(["mean", "std"])
         seeds = group["seed"].nunique()
         color = _row_color(order, label)
-        axes.plot(by_epoch.index, by_epoch["mean"], color=color, marker="o", markersize=3,
-                  label=f"{label} (n={seeds})")
+        axes.plot(by_epoch.index, by_epoch["mean"], color=color, marker="o", markersize=3, label=f"{label} (n={seeds})")
         if band:
             spread = by_epoch["std"].fillna(0.0)
-            axes.fill_between(by_epoch.index, by_epoch["mean"] - spread, by_epoch["mean"] + spread,
-                              color=color, alpha=0.2, linewidth=0)
+            axes.fill_between(
+                by_epoch.index, by_epoch["mean"] - spread, by_epoch["mean"] + spread, color=color, alpha=0.2, linewidth=0
+            )
     axes.set_xlabel("fine-tuning epoch")
     axes.set_ylabel("test accuracy")
     axes.grid(alpha=0.3)
@@ -90,8 +97,9 @@ def plot_mim_curves(section: Section, path: Path) -> bool:
     if history.empty:
         return False
     fractions = sorted(history["fraction"].unique())
-    figure, axes = _grid(len(fractions), "Test accuracy vs fine-tuning epoch, RGMIM vs MAE\n"
-                                        f"mean ± std over seeds · {section.title}")
+    figure, axes = _grid(
+        len(fractions), f"Test accuracy vs fine-tuning epoch, RGMIM vs MAE\nmean ± std over seeds · {section.title}"
+    )
     for ax, fraction in zip(axes, fractions):
         _curves(ax, history[history["fraction"] == fraction], band=True)
         ax.set_title(f"{fraction_label(fraction)} of training labels")
@@ -106,8 +114,7 @@ def plot_all_curves(section: Section, path: Path) -> bool:
     if history.empty:
         return False
     fractions = sorted(history["fraction"].unique())
-    figure, axes = _grid(len(fractions), "Test accuracy vs fine-tuning epoch, all methods\n"
-                                        f"mean over seeds · {section.title}")
+    figure, axes = _grid(len(fractions), f"Test accuracy vs fine-tuning epoch, all methods\nmean over seeds · {section.title}")
     for ax, fraction in zip(axes, fractions):
         _curves(ax, history[history["fraction"] == fraction], band=False)
         ax.set_title(f"{fraction_label(fraction)} of training labels")
@@ -127,13 +134,11 @@ def _paired_panels(title: str) -> tuple[Figure, Axes, Axes]:
     return figure, ours, theirs
 
 
-def _plot_ours_and_paper(stats: pd.DataFrame, x: str, paper_table: dict, paper_x: tuple, ours: Axes,
-                         theirs: Axes) -> None:
+def _plot_ours_and_paper(stats: pd.DataFrame, x: str, paper_table: dict, paper_x: tuple, ours: Axes, theirs: Axes) -> None:
     """Per row: our mean ± std against `x` on the left panel, the paper's values for that row on the right."""
     for (order, label), group in stats.groupby(["row_order", "row"]):
         color = _row_color(order, label)
-        ours.errorbar(group[x], group["mean"], yerr=group["std"].fillna(0.0), color=color, marker="o",
-                      capsize=3, label=label)
+        ours.errorbar(group[x], group["mean"], yerr=group["std"].fillna(0.0), color=color, marker="o", capsize=3, label=label)
         row = (group["method"].iloc[0], group["arch"].iloc[0])
         if row in paper_table:
             theirs.plot(paper_x, paper_table[row], color=color, marker="s", linestyle="--", label=label)

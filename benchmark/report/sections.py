@@ -75,8 +75,14 @@ def _condition(record: dict) -> tuple:
     mask_ratio = record["mask_ratio"]
     # only for region-guided methods does the mask source change the result; elsewhere a rerun is the same run
     region = mask_source_of(record) if record["method_info"]["region_guided"] else None
-    return (record["method"], record["arch"], round(float(record["fraction"]), 6), record["seed"],
-            None if mask_ratio is None else round(float(mask_ratio), 6), region)
+    return (
+        record["method"],
+        record["arch"],
+        round(float(record["fraction"]), 6),
+        record["seed"],
+        None if mask_ratio is None else round(float(mask_ratio), 6),
+        region,
+    )
 
 
 def _latest_per_condition(records: list[dict]) -> list[dict]:

@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 from benchmark.report import paper
 from benchmark.report.sections import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXPERT_REGION, MINUEND, SUBTRAHEND
 
+
 def expert_region(runs: pd.DataFrame) -> pd.Series:
     """Rows that are not region-guided or were guided by the dataset's own masks, as in the paper."""
     sources = runs["mask_source"] if "mask_source" in runs else pd.Series(EXPERT_REGION, index=runs.index)
@@ -50,9 +51,11 @@ def table3_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _beside_paper(stats: pd.DataFrame, setting: str, paper_accuracy, best_within: str) -> pd.DataFrame:
     """Add the paper's value for each (method, arch, setting), ours − paper, and the bold flag."""
-    stats["paper"] = pd.Series([paper_accuracy(m, a, x)
-                                for m, a, x in zip(stats["method"], stats["arch"], stats[setting])],
-                               index=stats.index, dtype=float)
+    stats["paper"] = pd.Series(
+        [paper_accuracy(m, a, x) for m, a, x in zip(stats["method"], stats["arch"], stats[setting])],
+        index=stats.index,
+        dtype=float,
+    )
     stats["delta"] = stats["mean"] - stats["paper"]
     stats["best"] = _mark_best(stats, best_within)
     return stats
@@ -76,8 +79,9 @@ def mask_source_stats(runs: pd.DataFrame) -> pd.DataFrame:
     return stats
 
 
-def bootstrap_mean_ci(values: ArrayLike, *, resamples: int = BOOTSTRAP_RESAMPLES,
-                      rng_seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_mean_ci(
+    values: ArrayLike, *, resamples: int = BOOTSTRAP_RESAMPLES, rng_seed: int = BOOTSTRAP_SEED, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of ``values``."""
     values = np.asarray(values, dtype=float)
     rng = np.random.default_rng(rng_seed)
@@ -87,8 +91,9 @@ def bootstrap_mean_ci(values: ArrayLike, *, resamples: int = BOOTSTRAP_RESAMPLES
     return float(low), float(high)
 
 
-def paired_differences(runs: pd.DataFrame, minuend: tuple[str, str] = MINUEND,
-                       subtrahend: tuple[str, str] = SUBTRAHEND) -> pd.DataFrame:
+def paired_differences(
+    runs: pd.DataFrame, minuend: tuple[str, str] = MINUEND, subtrahend: tuple[str, str] = SUBTRAHEND
+) -> pd.DataFrame:
     """Per fraction: accuracy of ``minuend`` − ``subtrahend`` paired by seed (Table 2 runs).
 
     Columns: fraction, pairs, mean, ci_low, ci_high (NaN with fewer than 2 pairs), paper.
@@ -110,9 +115,14 @@ def paired_differences(runs: pd.DataFrame, minuend: tuple[str, str] = MINUEND,
         enough = len(values) >= 2
         low, high = bootstrap_mean_ci(values) if enough else (math.nan, math.nan)
         paper_first, paper_second = paper.table2_accuracy(*minuend, fraction), paper.table2_accuracy(*subtrahend, fraction)
-        rows.append({
-            "fraction": fraction, "pairs": len(values), "mean": values.mean() if enough else math.nan,
-            "ci_low": low, "ci_high": high,
-            "paper": math.nan if paper_first is None or paper_second is None else paper_first - paper_second,
-        })
+        rows.append(
+            {
+                "fraction": fraction,
+                "pairs": len(values),
+                "mean": values.mean() if enough else math.nan,
+                "ci_low": low,
+                "ci_high": high,
+                "paper": math.nan if paper_first is None or paper_second is None else paper_first - paper_second,
+            }
+        )
     return pd.DataFrame(rows)

@@ -16,10 +16,12 @@ from benchmark.report.formatting import format_duration, format_stat, fraction_l
 from benchmark.report.sections import MASK_SOURCE_ORDER, MISSING
 from benchmark.report.statistics import table2_runs
 
+
 def _with_cells(stats: pd.DataFrame) -> pd.DataFrame:
     """Adds the display text of each stats row: mean ± std (n), bold if best, paper value and Δ."""
-    return stats.assign(cell=[with_paper(format_stat(row.mean, row.std, row.n, row.best), row.paper, row.delta)
-                              for row in stats.itertuples()])
+    return stats.assign(
+        cell=[with_paper(format_stat(row.mean, row.std, row.n, row.best), row.paper, row.delta) for row in stats.itertuples()]
+    )
 
 
 def table2_markdown(stats: pd.DataFrame) -> str:
@@ -70,29 +72,32 @@ def paired_markdown(differences: pd.DataFrame) -> str:
     def interval_text(row) -> str:
         return "n/a" if math.isnan(row.ci_low) else f"[{signed(row.ci_low)}, {signed(row.ci_high)}]"
 
-    table = pd.DataFrame({
-        "Fraction": [fraction_label(f) for f in differences["fraction"]],
-        "Pairs (seeds)": differences["pairs"].astype(int).astype(str),
-        "Mean difference": [mean_text(row) for row in differences.itertuples()],
-        "95 % CI (bootstrap)": [interval_text(row) for row in differences.itertuples()],
-        "Paper": [MISSING if math.isnan(p) else signed(p) for p in differences["paper"]],
-    })
+    table = pd.DataFrame(
+        {
+            "Fraction": [fraction_label(f) for f in differences["fraction"]],
+            "Pairs (seeds)": differences["pairs"].astype(int).astype(str),
+            "Mean difference": [mean_text(row) for row in differences.itertuples()],
+            "95 % CI (bootstrap)": [interval_text(row) for row in differences.itertuples()],
+            "Paper": [MISSING if math.isnan(p) else signed(p) for p in differences["paper"]],
+        }
+    )
     return to_markdown(table)
 
 
 def per_class_markdown(runs: pd.DataFrame, classes: list[str]) -> str:
     """Per Table 2 row and fraction: mean over seeds of per-class recall and AUROC, macro AUROC and F1."""
-    value_columns = ([f"recall_{c}" for c in classes] + [f"auroc_{c}" for c in classes]
-                     + ["macro_auroc", "macro_f1"])
+    value_columns = [f"recall_{c}" for c in classes] + [f"auroc_{c}" for c in classes] + ["macro_auroc", "macro_f1"]
     grouped = table2_runs(runs).groupby(["row_order", "row", "fraction"])
     means = grouped[value_columns].mean()
     counts = grouped["accuracy"].count()
-    table = pd.DataFrame({
-        "Method": means.index.get_level_values("row"),
-        "Fraction": [fraction_label(f) for f in means.index.get_level_values("fraction")],
-        "n": counts.to_numpy().astype(str),
-    })
-    headings = ([f"recall {c}" for c in classes] + [f"AUROC {c}" for c in classes] + ["macro AUROC", "macro F1"])
+    table = pd.DataFrame(
+        {
+            "Method": means.index.get_level_values("row"),
+            "Fraction": [fraction_label(f) for f in means.index.get_level_values("fraction")],
+            "n": counts.to_numpy().astype(str),
+        }
+    )
+    headings = [f"recall {c}" for c in classes] + [f"AUROC {c}" for c in classes] + ["macro AUROC", "macro F1"]
     for column, heading in zip(value_columns, headings):
         table[heading] = [MISSING if pd.isna(v) else f"{v:.3f}" for v in means[column]]
     return to_markdown(table)
@@ -110,18 +115,21 @@ def cost_markdown(runs: pd.DataFrame) -> str:
         fresh = group[group["pretrain_reused"].eq(False)]
         has_pretrain = group["pretrain_reused"].notna().any()
         total = fresh["pretrain_wall_time_s"].sum() + group["finetune_wall_time_s"].sum()
-        rows.append({
-            "Method": label,
-            "Runs": str(len(group)),
-            "Pretrainings (fresh / reused)": (f"{len(fresh)} / {int(group['pretrain_reused'].eq(True).sum())}"
-                                              if has_pretrain else MISSING),
-            "Pretraining time / run": format_duration(fresh["pretrain_wall_time_s"].mean()) if len(fresh) else MISSING,
-            "Pretraining img/s": f"{fresh['pretrain_images_per_s'].mean():.1f}" if len(fresh) else MISSING,
-            "Fine-tuning time / run": format_duration(group["finetune_wall_time_s"].mean()),
-            "Fine-tuning img/s": f"{group['finetune_images_per_s'].mean():.1f}",
-            "Total wall time": format_duration(total),
-            "Hardware": "; ".join(sorted({_hardware_label(run) for _, run in group.iterrows()})),
-        })
+        rows.append(
+            {
+                "Method": label,
+                "Runs": str(len(group)),
+                "Pretrainings (fresh / reused)": (
+                    f"{len(fresh)} / {int(group['pretrain_reused'].eq(True).sum())}" if has_pretrain else MISSING
+                ),
+                "Pretraining time / run": format_duration(fresh["pretrain_wall_time_s"].mean()) if len(fresh) else MISSING,
+                "Pretraining img/s": f"{fresh['pretrain_images_per_s'].mean():.1f}" if len(fresh) else MISSING,
+                "Fine-tuning time / run": format_duration(group["finetune_wall_time_s"].mean()),
+                "Fine-tuning img/s": f"{group['finetune_images_per_s'].mean():.1f}",
+                "Total wall time": format_duration(total),
+                "Hardware": "; ".join(sorted({_hardware_label(run) for _, run in group.iterrows()})),
+            }
+        )
     return to_markdown(pd.DataFrame(rows))
 
 
@@ -132,6 +140,8 @@ def table2_compute_markdown(runs: pd.DataFrame) -> str:
     for seed, group in table2_runs(runs).groupby("seed"):
         encoders = group.dropna(subset=["pretrain_cache_key"]).drop_duplicates("pretrain_cache_key")
         seconds = encoders["pretrain_wall_time_s"].sum() + group["finetune_wall_time_s"].sum()
-        lines.append(f"- seed {seed}: {format_duration(seconds)} ({group['row'].nunique()} rows, {len(encoders)} "
-                     f"pretrainings, {len(group)} fine-tunings)")
+        lines.append(
+            f"- seed {seed}: {format_duration(seconds)} ({group['row'].nunique()} rows, {len(encoders)} "
+            f"pretrainings, {len(group)} fine-tunings)"
+        )
     return "\n".join(lines)

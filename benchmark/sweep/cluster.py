@@ -18,9 +18,7 @@ import yaml
 
 from benchmark.errors import ConfigError
 
-LOCAL_CLUSTER_HINT = (
-    "start the local one-node cluster with `bash slurm/local-cluster.sh all` (as root, see slurm/README.md)"
-)
+LOCAL_CLUSTER_HINT = "start the local one-node cluster with `bash slurm/local-cluster.sh all` (as root, see slurm/README.md)"
 SINFO_TIMEOUT_S = 10
 
 SbatchValue = Union[str, int, float, bool]
@@ -115,9 +113,7 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     if document is None:  # empty file: report the missing required field below
         return {}
     if not isinstance(document, dict):
-        raise ConfigError(
-            f"cluster profile {path}: expected a mapping of field: value, got {type(document).__name__}"
-        )
+        raise ConfigError(f"cluster profile {path}: expected a mapping of field: value, got {type(document).__name__}")
     return document
 
 
@@ -143,8 +139,7 @@ def _check_values(profile: ClusterProfile, path: Path) -> None:
         owner = _OPTIONS_OWNED_BY_FIELDS.get(option.replace("_", "-"))
         if owner is not None:
             raise ConfigError(
-                f"cluster profile {path}: field 'extra_sbatch': option {option!r} is set by the field "
-                f"{owner!r}; use that"
+                f"cluster profile {path}: field 'extra_sbatch': option {option!r} is set by the field {owner!r}; use that"
             )
 
 
@@ -155,21 +150,15 @@ def load_cluster_profile(path: str | Path) -> ClusterProfile:
     hints = typing.get_type_hints(ClusterProfile)
     unknown = sorted(set(document) - set(hints), key=str)
     if unknown:
-        raise ConfigError(
-            f"cluster profile {path}: unknown field {unknown[0]!r}; valid fields: {', '.join(hints)}"
-        )
-    required = [
-        spec.name for spec in fields(ClusterProfile) if spec.default is MISSING and spec.default_factory is MISSING
-    ]
+        raise ConfigError(f"cluster profile {path}: unknown field {unknown[0]!r}; valid fields: {', '.join(hints)}")
+    required = [spec.name for spec in fields(ClusterProfile) if spec.default is MISSING and spec.default_factory is MISSING]
     for name in required:
         if name not in document:
             raise ConfigError(f"cluster profile {path}: missing required field {name!r}")
     values: dict[str, Any] = {}
     for name, value in document.items():
         if not _matches(value, hints[name]):
-            raise ConfigError(
-                f"cluster profile {path}: field {name!r}: expected {_describe(hints[name])}, got {value!r}"
-            )
+            raise ConfigError(f"cluster profile {path}: field {name!r}: expected {_describe(hints[name])}, got {value!r}")
         values[name] = value
     if values.get("mem_gb") is not None:
         values["mem_gb"] = float(values["mem_gb"])  # YAML `2` is an int; keep the field's type

@@ -15,7 +15,6 @@ from benchmark.sweep.manifest import _now, ensure_writable, write_manifest
 from benchmark.sweep.manifest import PlannedJob, Sweep
 
 
-
 def submit_to_slurm(sweep: Sweep) -> None:
     """One job per pretraining, then one array per dependency group (the runs of one encoder, and the runs
     without pretraining), each fine-tuning array starting only after its pretraining job succeeded."""
@@ -37,9 +36,11 @@ def submit_to_slurm(sweep: Sweep) -> None:
     except FailedJobError as error:
         message = str(error).strip()
         if "invalid partition" in message:
-            raise ConfigError(f"cluster profile {sweep.cluster_path}: field 'partition': the cluster has no "
-                              f"partition {sweep.cluster.partition!r} (`sinfo -s` lists them); sbatch said: "
-                              f"{message}") from None
+            raise ConfigError(
+                f"cluster profile {sweep.cluster_path}: field 'partition': the cluster has no "
+                f"partition {sweep.cluster.partition!r} (`sinfo -s` lists them); sbatch said: "
+                f"{message}"
+            ) from None
         raise ConfigError(f"cluster profile {sweep.cluster_path}: sbatch refused the job: {message}") from None
 
 
@@ -90,8 +91,9 @@ def launch(sweep: Sweep) -> int:
     ensure_writable(sweep.results, "--results")
     ensure_writable(sweep.manifest.parent, "sweep manifest folder")
     created_at = _now()
-    counts = {kind: sum(job.kind == kind and job.skip_reason is None for job in sweep.jobs)
-              for kind in ("pretrain", "finetune")}
+    counts = {
+        kind: sum(job.kind == kind and job.skip_reason is None for job in sweep.jobs) for kind in ("pretrain", "finetune")
+    }
     if sweep.executor == "slurm":
         available, why = slurm_available()
         if not available:
@@ -101,12 +103,18 @@ def launch(sweep: Sweep) -> int:
             submit_to_slurm(sweep)
         finally:  # also lists what was submitted before a refusal
             write_manifest(sweep, created_at)
-        print(f"[sweep] {sweep.name}: submitted {counts['pretrain']} pretraining and {counts['finetune']} "
-              f"fine-tuning jobs ({len(sweep.jobs) - sum(counts.values())} skipped); logs in {sweep.submitit_folder}; "
-              f"manifest {sweep.manifest}; follow with `python -m benchmark status --results {sweep.results} "
-              f"--name {sweep.name}`", flush=True)
+        print(
+            f"[sweep] {sweep.name}: submitted {counts['pretrain']} pretraining and {counts['finetune']} "
+            f"fine-tuning jobs ({len(sweep.jobs) - sum(counts.values())} skipped); logs in {sweep.submitit_folder}; "
+            f"manifest {sweep.manifest}; follow with `python -m benchmark status --results {sweep.results} "
+            f"--name {sweep.name}`",
+            flush=True,
+        )
         return 0
     failures = run_here(sweep, lambda: write_manifest(sweep, created_at))
-    print(f"[sweep] {sweep.name}: ran {sum(counts.values())} jobs here, {failures} failed "
-          f"({len(sweep.jobs) - sum(counts.values())} skipped); manifest {sweep.manifest}", flush=True)
+    print(
+        f"[sweep] {sweep.name}: ran {sum(counts.values())} jobs here, {failures} failed "
+        f"({len(sweep.jobs) - sum(counts.values())} skipped); manifest {sweep.manifest}",
+        flush=True,
+    )
     return 1 if failures else 0

@@ -55,8 +55,10 @@ def parse_rows(text: str) -> tuple[tuple[str, str], ...]:
     names = list(METHODS) if text.strip() == "all" else _items(text)
     unknown = [name for name in names if name not in METHODS]
     if unknown or not names:
-        raise ConfigError(f"--methods {text!r}: unknown method {unknown[0] if unknown else text!r}; expected all "
-                          f"or a comma-separated list of {', '.join(METHODS)}")
+        raise ConfigError(
+            f"--methods {text!r}: unknown method {unknown[0] if unknown else text!r}; expected all "
+            f"or a comma-separated list of {', '.join(METHODS)}"
+        )
     return tuple((name, arch) for name in names for arch in METHODS[name].archs)
 
 
@@ -91,17 +93,27 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 def grid_from_args(args: argparse.Namespace) -> Grid:
     if args.grid is not None:
-        fixed = [option for option, value in (("--methods", args.methods), ("--fractions", args.fractions),
-                                               ("--mask-ratios", args.mask_ratios)) if value is not None]
+        fixed = [
+            option
+            for option, value in (
+                ("--methods", args.methods),
+                ("--fractions", args.fractions),
+                ("--mask-ratios", args.mask_ratios),
+            )
+            if value is not None
+        ]
         if fixed:
-            raise ConfigError(f"--grid {args.grid} sets methods, fractions and mask ratios itself; "
-                              f"drop {', '.join(fixed)} or drop --grid")
+            raise ConfigError(
+                f"--grid {args.grid} sets methods, fractions and mask ratios itself; drop {', '.join(fixed)} or drop --grid"
+            )
         return named_grid(args.grid)
     if args.methods is None:
-        raise ConfigError("sweep: expected --grid table2|table3, or --methods all|NAME,NAME (with --fractions, "
-                          "--mask-ratios)")
-    return Grid(parse_rows(args.methods), parse_fractions(args.fractions or "paper"),
-                parse_mask_ratios(args.mask_ratios) if args.mask_ratios is not None else None)
+        raise ConfigError("sweep: expected --grid table2|table3, or --methods all|NAME,NAME (with --fractions, --mask-ratios)")
+    return Grid(
+        parse_rows(args.methods),
+        parse_fractions(args.fractions or "paper"),
+        parse_mask_ratios(args.mask_ratios) if args.mask_ratios is not None else None,
+    )
 
 
 def check_sweep_name(name: str) -> str:

@@ -35,10 +35,14 @@ class FinetuneJob(submitit.helpers.Checkpointable):
         from benchmark.records.store import record_path
         from benchmark.runner import execute
 
-        record = execute(self.method, self.fraction, resolve_config(self.options), Path(self.results),
-                         arch=self.arch, progress=False)
-        return {"run_id": record["run_id"], "accuracy": record["metrics"]["accuracy"],
-                "record": str(record_path(Path(self.results), record["run_id"]))}
+        record = execute(
+            self.method, self.fraction, resolve_config(self.options), Path(self.results), arch=self.arch, progress=False
+        )
+        return {
+            "run_id": record["run_id"],
+            "accuracy": record["metrics"]["accuracy"],
+            "record": str(record_path(Path(self.results), record["run_id"])),
+        }
 
 
 def job_callable(job: PlannedJob, results: Path) -> Callable[[], dict]:

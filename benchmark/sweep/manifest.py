@@ -64,11 +64,15 @@ def manifest_path(results: Path, name: str) -> Path:
 def write_manifest(sweep: Sweep, created_at: str) -> None:
 
     document = {
-        "name": sweep.name, "executor": sweep.executor, "results": str(sweep.results),
+        "name": sweep.name,
+        "executor": sweep.executor,
+        "results": str(sweep.results),
         "submitit_folder": str(sweep.submitit_folder) if sweep.executor == "slurm" else None,
         "cluster_profile": str(sweep.cluster_path) if sweep.cluster_path else None,
         "partition": sweep.cluster.partition if sweep.cluster else None,
-        "profile": sweep.profile, "created_at": created_at, "updated_at": _now(),
+        "profile": sweep.profile,
+        "created_at": created_at,
+        "updated_at": _now(),
         "jobs": [asdict(job) for job in sweep.jobs],
     }
     atomic_write_text(sweep.manifest, json.dumps(document, indent=2) + "\n")

@@ -25,8 +25,9 @@ def resolve_config(options: dict[str, Any]) -> Config:
     return config_from_options(options)
 
 
-def job_options(base: dict[str, Any], method_name: str, arch: str, seed: int, mask_ratio: Optional[float],
-                weights: dict[str, Optional[str]]) -> dict[str, Any]:
+def job_options(
+    base: dict[str, Any], method_name: str, arch: str, seed: int, mask_ratio: Optional[float], weights: dict[str, Optional[str]]
+) -> dict[str, Any]:
     """``base`` plus what varies per job, as --set strings applied last (so they win over the user's)."""
     from methods import METHODS
 
@@ -57,8 +58,9 @@ def weights_problems(method: str, arch: str, config: Config) -> list[str]:
     return []
 
 
-def plan_jobs(grid: Grid, seeds: tuple[int, ...], base: dict[str, Any], weights: dict[str, Optional[str]],
-              results: Path) -> tuple[list[PlannedJob], list[str]]:
+def plan_jobs(
+    grid: Grid, seeds: tuple[int, ...], base: dict[str, Any], weights: dict[str, Optional[str]], results: Path
+) -> tuple[list[PlannedJob], list[str]]:
     """Pretraining jobs (one per encoder) then fine-tuning jobs (one per run), and the problems found."""
     from benchmark.data.prepare import identify
     from benchmark.engine.identity import run_id
@@ -75,8 +77,9 @@ def plan_jobs(grid: Grid, seeds: tuple[int, ...], base: dict[str, Any], weights:
         for seed in seeds:
             for method_name, arch in grid.rows:
                 method = METHODS[method_name]
-                ratios = ((grid.mask_ratios or (base_config.method(method_name).mask_ratio,))
-                          if method.uses_mask_ratio else (None,))
+                ratios = (
+                    (grid.mask_ratios or (base_config.method(method_name).mask_ratio,)) if method.uses_mask_ratio else (None,)
+                )
                 for ratio in ratios:
                     options = job_options(base, method_name, arch, seed, ratio, weights)
                     config = resolve_config(options)
@@ -88,16 +91,27 @@ def plan_jobs(grid: Grid, seeds: tuple[int, ...], base: dict[str, Any], weights:
                     pretrain = None
                     if method.build_pretrainer is not None:
                         name = pretrain_name(method_name, arch, seed, ratio)
-                        pretrain = pretraining.setdefault(name, PlannedJob(
-                            "pretrain", name, method_name, arch, seed, ratio, None, options, []))
+                        pretrain = pretraining.setdefault(
+                            name, PlannedJob("pretrain", name, method_name, arch, seed, ratio, None, options, [])
+                        )
                     for fraction in grid.fractions:
                         identifier = run_id(method, arch, fraction, config, found[where])
                         if identifier in finetuning:
                             continue
                         done = record_path(results, identifier).exists()
                         finetuning[identifier] = PlannedJob(
-                            "finetune", identifier, method_name, arch, seed, ratio, fraction, options, [identifier],
-                            after=pretrain.name if pretrain else None, skip_reason="record exists" if done else None)
+                            "finetune",
+                            identifier,
+                            method_name,
+                            arch,
+                            seed,
+                            ratio,
+                            fraction,
+                            options,
+                            [identifier],
+                            after=pretrain.name if pretrain else None,
+                            skip_reason="record exists" if done else None,
+                        )
                         if pretrain is not None:
                             pretrain.run_ids.append(identifier)
     return [*pretraining.values(), *finetuning.values()], list(dict.fromkeys(problems))
@@ -118,7 +132,11 @@ def carry_over(jobs: list[PlannedJob], previous: list[dict[str, Any]], states: d
             job.skip_reason = f"completed as job {entry['job_id']}"
         if job.skip_reason is not None:
             job.job_id, job.dependency, job.stdout, job.stderr = (
-                entry["job_id"], entry.get("dependency"), entry.get("stdout"), entry.get("stderr"))
+                entry["job_id"],
+                entry.get("dependency"),
+                entry.get("stdout"),
+                entry.get("stderr"),
+            )
 
 
 def settle_pretraining(jobs: list[PlannedJob]) -> None:
@@ -129,15 +147,15 @@ def settle_pretraining(jobs: list[PlannedJob]) -> None:
             job.skip_reason = "every run it serves has a record or is in flight"
 
 
-
-
 def check_splits_over_ranks(config: Config, cluster: ClusterProfile, cluster_path: Path) -> None:
     """Every rank of a multi-task job takes an equal share of each pretraining batch: refuse here, not on a node."""
     micro_batch = config.pretrain.batch_size // config.pretrain.accum_steps
     if micro_batch % cluster.tasks_per_node:
-        raise ConfigError(f"cluster profile {cluster_path}: tasks_per_node={cluster.tasks_per_node} does not divide "
-                          f"pretrain.batch_size / accum_steps = {micro_batch}: pick a divisor or --set "
-                          f"pretrain.batch_size to a multiple of it")
+        raise ConfigError(
+            f"cluster profile {cluster_path}: tasks_per_node={cluster.tasks_per_node} does not divide "
+            f"pretrain.batch_size / accum_steps = {micro_batch}: pick a divisor or --set "
+            f"pretrain.batch_size to a multiple of it"
+        )
 
 
 def plan_sweep(args: argparse.Namespace) -> Sweep:
@@ -175,5 +193,4 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
             job_ids = [entry["job_id"] for entry in previous["jobs"] if entry.get("job_id")]
             carry_over(jobs, previous["jobs"], slurm_states(job_ids) if job_ids else {})
     settle_pretraining(jobs)
-    return Sweep(name, None if args.dry_run else args.executor, results, jobs, cluster, cluster_path, profile,
-                 problems)
+    return Sweep(name, None if args.dry_run else args.executor, results, jobs, cluster, cluster_path, profile, problems)

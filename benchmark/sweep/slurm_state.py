@@ -6,11 +6,24 @@ from __future__ import annotations
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 
-
 # SLURM states of a job that is still queued or running (a requeued job passes through PREEMPTED/REQUEUED)
-IN_FLIGHT_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "READY",
-                              "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING", "SIGNALING",
-                              "STAGE_OUT"})
+IN_FLIGHT_STATES = frozenset(
+    {
+        "PENDING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "PREEMPTED",
+        "READY",
+        "RUNNING",
+        "COMPLETING",
+        "CONFIGURING",
+        "SUSPENDED",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+    }
+)
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:

@@ -18,8 +18,7 @@ from benchmark.sweep.manifest import manifest_path, read_manifest
 from benchmark.sweep.slurm_state import IN_FLIGHT_STATES, slurm_states
 
 CATEGORIES = ("done", "running", "pending", "failed")
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING", "SIGNALING",
-                            "STAGE_OUT"})
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT"})
 TRACEBACK_LINES = 8
 
 
@@ -45,7 +44,7 @@ def traceback_tail(text: str, count: int = TRACEBACK_LINES) -> list[str]:
     """The last lines of the last traceback in a log (the whole log's end when it holds none)."""
     lines = [line for line in text.splitlines() if not line.startswith("srun: ")]  # srun's own exit notice
     starts = [index for index, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
-    return (lines[starts[-1]:] if starts else lines)[-count:]
+    return (lines[starts[-1] :] if starts else lines)[-count:]
 
 
 def failure_details(job: dict[str, Any], state: str) -> list[str]:
@@ -76,18 +75,23 @@ def job_statuses(manifest: dict[str, Any]) -> list[JobStatus]:
             state, category = "skipped", "done" if recorded else "pending"
         if job["kind"] == "finetune" and recorded:
             category = "done"  # the record is the truth, even if the scheduler lost track
-        statuses.append(JobStatus(job, category, state,
-                                  failure_details(job, state) if category == "failed" else []))
+        statuses.append(JobStatus(job, category, state, failure_details(job, state) if category == "failed" else []))
     return statuses
 
 
 def status_text(manifest: dict[str, Any], statuses: list[JobStatus], path: Path) -> str:
     counts = {category: sum(status.category == category for status in statuses) for category in CATEGORIES}
-    lines = [f"sweep {manifest['name']} ({manifest['executor']}, {len(statuses)} jobs; manifest {path})",
-             ", ".join(f"{category} {count}" for category, count in counts.items()), "",
-             f"{'status':8} {'state':13} {'job id':10} {'kind':9} name"]
-    lines += [f"{status.category:8} {status.state:13} {status.job.get('job_id') or '-':10} "
-              f"{status.job['kind']:9} {status.job['name']}" for status in statuses]
+    lines = [
+        f"sweep {manifest['name']} ({manifest['executor']}, {len(statuses)} jobs; manifest {path})",
+        ", ".join(f"{category} {count}" for category, count in counts.items()),
+        "",
+        f"{'status':8} {'state':13} {'job id':10} {'kind':9} name",
+    ]
+    lines += [
+        f"{status.category:8} {status.state:13} {status.job.get('job_id') or '-':10} "
+        f"{status.job['kind']:9} {status.job['name']}"
+        for status in statuses
+    ]
     failed = [status for status in statuses if status.category == "failed"]
     if failed:
         lines += ["", "failed jobs:"]
@@ -101,8 +105,9 @@ def find_manifest(results: Path, name: Optional[str]) -> Path:
     folder = results / "sweeps"
     available = sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
     if not available:
-        raise ConfigError(f"--results {results}: no sweep manifest in {folder} (`python -m benchmark sweep` "
-                          "writes one per sweep)")
+        raise ConfigError(
+            f"--results {results}: no sweep manifest in {folder} (`python -m benchmark sweep` writes one per sweep)"
+        )
     if name is None and len(available) > 1:
         raise ConfigError(f"--name: {folder} holds several sweeps; expected one of {', '.join(available)}")
     if name is not None and name not in available:
