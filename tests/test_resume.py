@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import benchmark.engine.checkpoint as checkpoint_module
 import benchmark.engine.finetune as finetune_module
 import benchmark.engine.pretrain as pretrain_module
 from benchmark.runner import configure
@@ -15,7 +16,9 @@ class Stop(Exception):
     """Stands in for a preemption right after a checkpoint was written."""
 
 
-def stop_after_first_checkpoint(monkeypatch, module):
+def stop_after_first_checkpoint(monkeypatch):
+    """Both engines write their per-epoch checkpoint through checkpoint.save_training_state -> save_torch."""
+    module = checkpoint_module
     real_save = module.save_torch
 
     def save_then_stop(obj, path):
@@ -40,7 +43,7 @@ def test_pretraining_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, m
     method = METHODS[method_name]
     _, straight = pretrain_module.train(method, config, data, device, tmp_path / "a.pt", progress=False)
 
-    stop_after_first_checkpoint(monkeypatch, pretrain_module)
+    stop_after_first_checkpoint(monkeypatch)
     with pytest.raises(Stop):
         pretrain_module.train(method, config, data, device, tmp_path / "b.pt", progress=False)
     monkeypatch.undo()
@@ -59,7 +62,7 @@ def test_finetuning_resumes_to_the_same_history(setup, tmp_path, monkeypatch):
         return build_encoder(config, "resnet")
 
     straight = finetune_module.finetune(fresh_encoder(), config, data, 0.5, device, tmp_path / "a.pt", False)
-    stop_after_first_checkpoint(monkeypatch, finetune_module)
+    stop_after_first_checkpoint(monkeypatch)
     with pytest.raises(Stop):
         finetune_module.finetune(fresh_encoder(), config, data, 0.5, device, tmp_path / "b.pt", False)
     monkeypatch.undo()

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.engine.runtime import restore_rng_state
+from benchmark.engine.runtime import restore_rng_state, rng_state
 from benchmark.files import atomic_write
 
 
@@ -18,6 +18,22 @@ def save_torch(obj: Any, path: Path) -> None:
 
 def load_torch(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_training_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, history: list[dict], epoch: int
+) -> None:
+    """The per-epoch checkpoint both engines write: weights, optimizer, RNG, history, completed epochs."""
+    save_torch(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(device),
+            "history": history,
+            "epoch": epoch,
+        },
+        path,
+    )
 
 
 def restore_training_state(

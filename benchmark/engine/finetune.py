@@ -23,10 +23,10 @@ from benchmark.data.prepare import PreparedData
 from benchmark.data.views import ViewSpec, make_view, normalize
 from benchmark import distributed
 from benchmark.engine.batches import TensorPool
-from benchmark.engine.checkpoint import restore_training_state, save_torch
+from benchmark.engine.checkpoint import restore_training_state, save_training_state
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.metrics import classification_metrics
-from benchmark.engine.runtime import autocast, lr_at, rng_state, scaled_lr, set_lr
+from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr
 from benchmark.errors import TrainingError
 from methods.backbones import feature_dim
 
@@ -174,16 +174,7 @@ def finetune(
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{metrics['accuracy']:.3f}")
         if checkpoint_file is not None and ranks.is_main:
-            save_torch(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_state(device),
-                    "history": history,
-                    "epoch": epoch + 1,
-                },
-                checkpoint_file,
-            )
+            save_training_state(checkpoint_file, model, optimizer, device, history, epoch + 1)
     bar.close()
     train_time = sum(entry["train_time_s"] for entry in history)
     final = dict(history[-1])

@@ -26,9 +26,8 @@ def data_identity(config: Config, dataset: IdentifiedData) -> dict:
     return {"fingerprint": dataset.fingerprint, "split": dataset.split_digest, **identity(config.data)}
 
 
-def encoder_settings(method: Method, config: Config, dataset: IdentifiedData) -> dict:
-    """What a method's pretraining reads (the same for every label fraction)."""
-    arch = method.archs[0]
+def shared_settings(method: Method, arch: str, config: Config, dataset: IdentifiedData) -> dict:
+    """What every stage of a run reads: the method, its encoder family's model, seed, precision and data."""
     return {
         "method": method.name,
         "arch": arch,
@@ -36,6 +35,13 @@ def encoder_settings(method: Method, config: Config, dataset: IdentifiedData) ->
         "amp": config.amp,
         "data": data_identity(config, dataset),
         "model": identity(config.family(arch), arch, method.init),
+    }
+
+
+def encoder_settings(method: Method, config: Config, dataset: IdentifiedData) -> dict:
+    """What a method's pretraining reads (the same for every label fraction)."""
+    return {
+        **shared_settings(method, method.archs[0], config, dataset),
         "pretrain": identity(config.pretrain),
         "settings": identity(config.method(method.name)),
         "region": identity(config.region) if method.region_guided else None,
@@ -47,14 +53,7 @@ def run_settings(method: Method, arch: str, fraction: float, config: Config, dat
     if method.build_pretrainer is not None:
         settings = encoder_settings(method, config, dataset)
     else:
-        settings = {
-            "method": method.name,
-            "arch": arch,
-            "seed": config.seed,
-            "amp": config.amp,
-            "data": data_identity(config, dataset),
-            "model": identity(config.family(arch), arch, method.init),
-        }
+        settings = shared_settings(method, arch, config, dataset)
     return {**settings, "fraction": fraction, "finetune": identity(config.finetune, arch)}
 
 

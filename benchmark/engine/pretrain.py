@@ -24,10 +24,10 @@ from benchmark.config import Config
 from benchmark.data.prepare import PreparedData
 from benchmark.data.views import make_view
 from benchmark.engine.batches import Batch, TensorPool
-from benchmark.engine.checkpoint import load_torch, restore_training_state, save_torch
+from benchmark.engine.checkpoint import load_torch, restore_training_state, save_training_state, save_torch
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.identity import encoder_cache_key
-from benchmark.engine.runtime import autocast, lr_at, rng_state, scaled_lr, set_lr
+from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.files import atomic_write_json
 from methods.base import AdamWRecipe, Method, Pretrainer
@@ -193,16 +193,7 @@ def train(
         record.update({name: float(distributed.mean(value)) / max(1, steps_done) for name, value in stat_sums.items()})
         history.append(record)
         if ranks.is_main:
-            save_torch(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_state(device),
-                    "history": history,
-                    "epoch": epoch + 1,
-                },
-                checkpoint_file,
-            )
+            save_training_state(checkpoint_file, model, optimizer, device, history, epoch + 1)
     bar.close()
     wall = sum(entry["wall_time_s"] for entry in history)
     images_seen = min(total_steps, epochs * steps_per_epoch) * settings.batch_size
