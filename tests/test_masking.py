@@ -92,3 +92,28 @@ def test_lung_patches_are_any_overlap_or_more_than_min_overlap():
     assert valid.tolist() == [[True, False, False, True]]
     assert lung_patch_grid(masks, 16, 0.5).tolist() == [[False, False, False, True]]
     assert np.isclose(lung_patch_grid(torch.zeros(2, 1, 32, 32), 16, 0.0).sum().item(), 0)
+
+
+def test_training_and_the_data_commands_count_the_same_lung_patches():
+    """With region.min_overlap > 0, `data info` / `data preview` / the mask scores (PatchGrid) and the masked
+    autoencoder's masking see exactly the same lung patches."""
+    from benchmark.data.commands import PatchGrid
+    from benchmark.runner import configure
+    from methods.mim import MaskedAutoencoder
+
+    config, _ = configure("smoke", ["region.min_overlap=0.4"])
+    size, patch = config.data.image_size, config.vit.patch_size
+    generator = torch.Generator().manual_seed(0)
+    masks = (torch.rand(3, size, size, generator=generator) < torch.linspace(0, 1, size)).to(torch.uint8)
+    seen = {}
+
+    def recording_masking(valid, mask_ratio):
+        seen["valid"] = valid.clone()
+        return random_masking(valid, mask_ratio)
+
+    model = MaskedAutoencoder(config, config.method("mae"), recording_masking)
+    model([torch.zeros(3, 3, size, size)], masks[:, None].float())
+    from_commands = PatchGrid.of(config).lung_patches(masks.numpy()).reshape(3, -1)
+    assert np.array_equal(seen["valid"].numpy(), from_commands)
+    assert 0 < from_commands.sum() < from_commands.size  # the threshold separates partly covered patches
+    assert not np.array_equal(from_commands, PatchGrid(patch, 0.0).lung_patches(masks.numpy()).reshape(3, -1))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from benchmark.files import atomic_write_text
 from benchmark.paper_grid import PAPER_FRACTIONS
 from benchmark.data.source import Source
 from benchmark.errors import DataError
@@ -148,7 +147,7 @@ def split_file_path(cache_root: Path, source_name: str, fingerprint: str, split_
 
 
 def write_split_file(path: Path, source: Source, header: dict[str, Any], is_train: np.ndarray, ranks: np.ndarray) -> None:
-    """Atomically (temp file + rename): a reader never sees half a file, and two writers of the same
+    """Atomically (benchmark/files.py): a reader never sees half a file, and two writers of the same
     split write the same bytes."""
     labels = np.array([item.label for item in source.items], np.int64)
     smallest = min_fractions(labels, ranks, len(source.classes))
@@ -161,19 +160,8 @@ def write_split_file(path: Path, source: Source, header: dict[str, Any], is_trai
             "rank": [str(rank) if rank >= 0 else "" for rank in ranks],
         }
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
-    )
-    try:
-        with handle:
-            handle.write(HEADER_PREFIX + json.dumps(header, sort_keys=True) + "\n")
-            table.to_csv(handle, index=False)
-        os.chmod(handle.name, 0o644)  # temp files are private; the split file is shared with other jobs
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    text = HEADER_PREFIX + json.dumps(header, sort_keys=True) + "\n" + table.to_csv(index=False, lineterminator="\n")
+    atomic_write_text(path, text)
 
 
 def read_split_file(path: Path, source: Source, fingerprint: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
