@@ -111,6 +111,22 @@ class FinetuneConfig:
     max_steps: int = 0  # choice: 0 = full epochs; >0 caps optimizer steps per epoch (tests)
 
 
+PROBES = ("knn", "linear")  # the frozen-feature probes (engine/probes.py), as records name them
+PROBE_METRICS = ("accuracy", "macro_f1", "macro_auroc")  # what a record keeps of each probe
+
+
+@dataclass
+class ProbeConfig:
+    """Frozen-feature evaluation of the encoder every run starts fine-tuning from (protocol §8)."""
+
+    enabled: bool = True  # choice: cheap (one pass over the data per encoder) and separates methods early
+    knn_k: int = 20  # solo-learn solo/utils/knn.py: weighted kNN, k = 20
+    knn_temperature: float = 0.07  # solo-learn: T = 0.07
+    linear_steps: int = 500  # Big Transfer's hyper-rule: 500 steps for datasets under 20k images
+    linear_batch_size: int = 256  # choice: MAE main_linprobe.py uses far more; features are cheap here
+    linear_lr: float = 0.1  # choice: SGD on BatchNorm-standardised features (MAE's linear probe: lr 0.1)
+
+
 @dataclass
 class RuntimeConfig:
     """Where and how a step computes, never what (engine/fastpaths.py): no run identity reads it."""
@@ -130,6 +146,7 @@ class Config:
     resnet: ResNetConfig = field(default_factory=ResNetConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     # one section per registered method with settings of its own (Method.settings), filled by build_config
     methods: dict[str, Any] = field(default_factory=dict)

@@ -17,7 +17,8 @@ from benchmark.data.cache import resolve_cache_root
 from benchmark.data.prepare import identify, prepare
 from benchmark.data.splits import check_fraction
 from benchmark.engine.finetune import finetune
-from benchmark.engine.identity import run_id
+from benchmark.engine.identity import encoder_key, run_id
+from benchmark.engine.probes import cached_features, probe
 from benchmark.engine.pretrain import pretrained_encoder
 from benchmark.engine.runtime import code_version, hardware, resolve_device
 from benchmark.errors import ConfigError
@@ -125,6 +126,12 @@ def execute(
         torch.manual_seed(config.seed)
         encoder = build_encoder(config, arch, drop_path=drop_path)
 
+    probes = None
+    if config.probe.enabled:  # the starting encoder, before fine-tuning changes it
+        features_file = root / "features" / f"{encoder_key(method, arch, config, found)}.npy"
+        features, reused = cached_features(encoder, data, config, device, features_file)
+        probes = {**probe(features, data, data.subset(fraction), config.probe, config.seed), "features_reused": reused}
+
     checkpoint = root / "finetune" / f"{identifier}.pt"
     outcome = finetune(encoder, config, data, fraction, device, checkpoint, progress, label=identifier)
     record = {
@@ -146,6 +153,7 @@ def execute(
         "config": to_dict(config),
         "metrics": outcome["metrics"],
         "history": outcome["history"],
+        "probes": probes,
         "pretrain": pretrain_summary,
         "finetune": outcome["summary"],
         "hardware": {**hardware(device), "processes": ranks.world},
@@ -163,9 +171,15 @@ def execute(
 def summary_line(record: dict, path: Path) -> str:
     pretrain = record["pretrain"]
     source = "none" if pretrain is None else ("reused " if pretrain.get("reused") else "trained ") + pretrain["cache_key"]
+    probes = record.get("probes")
+    probed = (
+        ""
+        if probes is None
+        else f"; frozen features: kNN {probes['knn']['accuracy']:.4f}, linear probe {probes['linear']['accuracy']:.4f}"
+    )
     return (
         f"[run] {record['run_id']}: accuracy {record['metrics']['accuracy']:.4f}, "
         f"macro-F1 {record['metrics']['macro_f1']:.4f} on {record['dataset']['test']} test images "
-        f"after {record['finetune']['epochs']} epochs on {record['dataset']['finetune_subset']} labels; "
+        f"after {record['finetune']['epochs']} epochs on {record['dataset']['finetune_subset']} labels{probed}; "
         f"pretrained encoder: {source}; record {path}"
     )

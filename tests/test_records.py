@@ -115,6 +115,12 @@ def make_record(
             "best_epoch_accuracy": accuracy,
         },
         "history": history,
+        "probes": {
+            "knn": {"accuracy": round(accuracy - 0.1, 4), "macro_f1": 0.5, "macro_auroc": 0.7, "k": 20},
+            "linear": {"accuracy": round(accuracy - 0.05, 4), "macro_f1": 0.5, "macro_auroc": 0.7, "steps": 500},
+            "subset_size": max(4, round(1600 * fraction)),
+            "features_reused": False,
+        },
         "pretrain": pretrain,
         "finetune": {"wall_time_s": 60.0 * fraction + 5.0, "images_per_s": 80.0, "epochs": epochs},
         "hardware": {"device": "cpu", "gpu": None, "torch": "2.4.1", "cpu_count": 2, "hostname": "vm"},

@@ -305,3 +305,20 @@ def test_table2_compute_counts_each_pretraining_once_per_seed() -> None:
     runs = records_frame(records)
     # 120 s pretraining once + fine-tunings 60·f + 5 s: (8 + 65) for RGMIM and 65 for scratch
     assert table2_compute_markdown(runs) == "- seed 0: 4.3 min (2 rows, 1 pretrainings, 3 fine-tunings)"
+
+
+def test_probe_tables_show_the_frozen_feature_accuracies_with_paired_cis(tmp_path: Path) -> None:
+    records = suite_records()
+    write_runs(tmp_path, records)
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    for probe, title in (("knn", "weighted kNN"), ("linear", "linear probe")):
+        table = readme.split(f"### Table 2 by {title} on frozen features")[1].split("###")[0]
+        chosen = [
+            r["probes"][probe]["accuracy"]
+            for r in records
+            if (r["method"], r["fraction"], r["mask_ratio"]) == ("rgmim", 1.0, 0.75)
+        ]
+        cell = table_row(table, "RGMIM")[-1]
+        assert cell.replace("**", "").startswith(f"{sum(chosen) / len(chosen):.3f} ± ") and "paper" not in cell
+        assert f"RGMIM − MAE by {title}, paired by seed" in table
+        assert "| 100 % | 3 |" in table  # three seeds paired, each with its bootstrap CI

@@ -54,7 +54,14 @@ def run_settings(method: Method, arch: str, fraction: float, config: Config, dat
         settings = encoder_settings(method, config, dataset)
     else:
         settings = shared_settings(method, arch, config, dataset)
-    return {**settings, "fraction": fraction, "finetune": identity(config.finetune, arch)}
+    return {**settings, "fraction": fraction, "finetune": identity(config.finetune, arch), "probe": identity(config.probe)}
+
+
+def encoder_key(method: Method, arch: str, config: Config, dataset: IdentifiedData) -> str:
+    """The encoder a run starts fine-tuning from: its pretraining's cache key, or its initialisation's."""
+    if method.build_pretrainer is not None:
+        return encoder_cache_key(method, config, dataset)
+    return f"{method.name}-{arch}-{stable_hash(shared_settings(method, arch, config, dataset), 16)}"
 
 
 def encoder_cache_key(method: Method, config: Config, dataset: IdentifiedData) -> str:

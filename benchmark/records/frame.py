@@ -6,6 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.config import PROBE_METRICS, PROBES
+
 from benchmark.paper_grid import PAPER_ROWS
 
 ARCH_NAMES = {"vit": "ViT", "resnet": "ResNet"}
@@ -49,6 +51,7 @@ def _record_row(record: dict) -> dict[str, Any]:
         "macro_f1": metrics["macro_f1"],
         "macro_auroc": metrics["macro_auroc"],
         "best_epoch_accuracy": metrics["best_epoch_accuracy"],
+        **{f"{name}_{key}": (record.get("probes") or {}).get(name, {}).get(key) for name in PROBES for key in PROBE_METRICS},
     }
     row.update({f"recall_{cls}": value for cls, value in metrics["per_class_recall"].items()})
     row.update({f"auroc_{cls}": value for cls, value in metrics["auroc"].items()})

@@ -6,6 +6,8 @@ import math
 from datetime import datetime
 from typing import Any
 
+from benchmark.config import PROBES
+
 
 SCHEMA_VERSION = 2  # 2: method_info, method-owned config sections, content fingerprints
 
@@ -191,6 +193,16 @@ def validate_record(record: Any) -> list[str]:
                 f"{name}.{key} must be a non-negative number, got {section[key]!r}"
                 for key in ("wall_time_s", "images_per_s", "epochs")
                 if not (_is_number(section[key]) and section[key] >= 0)
+            )
+    probes = record.get("probes")  # null when probing was off
+    if probes is not None:
+        if not isinstance(probes, dict) or not all(isinstance(probes.get(name), dict) for name in PROBES):
+            problems.append(f"probes must be null or an object with {' and '.join(PROBES)}")
+        else:
+            problems.extend(
+                f"probes.{name}.accuracy must be a number in [0, 1], got {probes[name].get('accuracy')!r}"
+                for name in PROBES
+                if not _is_probability(probes[name].get("accuracy"))
             )
     if not isinstance(record["hardware"], dict):
         problems.append("hardware must be an object")

@@ -40,6 +40,33 @@ def _header(record_count: int, skipped: list[tuple[Path, str]], results_dir: Pat
     return lines
 
 
+PROBE_TITLES = {"knn": "weighted kNN", "linear": "linear probe"}
+
+
+def _probe_markdown(runs) -> list[str]:
+    """Table 2 scored on the frozen starting encoder of every run, one table per probe, with RGMIM − MAE."""
+    lines = []
+    for probe, title in PROBE_TITLES.items():
+        value = f"{probe}_accuracy"
+        stats = statistics.table2_stats(runs, value)
+        if stats.empty:
+            continue
+        lines += [
+            f"### Table 2 by {title} on frozen features",
+            "",
+            f"Test accuracy of a {title} on the features of the encoder each run starts fine-tuning from "
+            "(pretrained, ImageNet or random), trained on the same label subset; mean ± std over seeds (n = seeds); "
+            "**bold**: best mean per column. The paper reports fine-tuning only, so there is no paper value here.",
+            "",
+            tables.table2_markdown(stats),
+            "",
+        ]
+        differences = statistics.paired_differences(runs, value=value)
+        if not differences.empty:
+            lines += [f"RGMIM − MAE by {title}, paired by seed:", "", tables.paired_markdown(differences), ""]
+    return lines
+
+
 def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> tuple[list[str], list[Path]]:
     """The section's Markdown and the figure files it drew."""
     runs = section.runs
@@ -119,6 +146,8 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
             tables.paired_markdown(differences),
             "",
         ]
+
+    lines += _probe_markdown(runs)
 
     lines += ["### Figures", ""]
     figures = draw_figures(section, plots_dir)

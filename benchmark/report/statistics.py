@@ -36,10 +36,13 @@ def _mark_best(stats: pd.DataFrame, column: str) -> pd.Series:
     return shown == shown.groupby(stats[column]).transform("max")
 
 
-def table2_stats(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (row, fraction): mean, std, n over seeds, bold flag, the paper's value and ours − paper."""
-    stats = summarize(table2_runs(runs), ["row_order", "row", "method", "arch", "fraction"])
-    return _beside_paper(stats, "fraction", paper.table2_accuracy, best_within="fraction")
+def table2_stats(runs: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
+    """Per (row, fraction): mean, std, n over seeds of ``value``, bold flag, and, for the fine-tuning accuracy
+    the paper reports, its value and ours − paper (probe accuracies have no paper value)."""
+    counted = table2_runs(runs).dropna(subset=[value])
+    stats = summarize(counted, ["row_order", "row", "method", "arch", "fraction"], value)
+    paper_accuracy = paper.table2_accuracy if value == "accuracy" else lambda *_: None
+    return _beside_paper(stats, "fraction", paper_accuracy, best_within="fraction")
 
 
 def table3_stats(runs: pd.DataFrame) -> pd.DataFrame:
@@ -92,9 +95,12 @@ def bootstrap_mean_ci(
 
 
 def paired_differences(
-    runs: pd.DataFrame, minuend: tuple[str, str] = MINUEND, subtrahend: tuple[str, str] = SUBTRAHEND
+    runs: pd.DataFrame,
+    minuend: tuple[str, str] = MINUEND,
+    subtrahend: tuple[str, str] = SUBTRAHEND,
+    value: str = "accuracy",
 ) -> pd.DataFrame:
-    """Per fraction: accuracy of ``minuend`` − ``subtrahend`` paired by seed (Table 2 runs).
+    """Per fraction: ``value`` of ``minuend`` − ``subtrahend`` paired by seed (Table 2 runs).
 
     Columns: fraction, pairs, mean, ci_low, ci_high (NaN with fewer than 2 pairs), paper.
     Empty when either method has no Table 2 runs.
@@ -103,7 +109,7 @@ def paired_differences(
 
     def accuracy_by_seed(method: str, arch: str) -> pd.Series:
         chosen = table2[(table2["method"] == method) & (table2["arch"] == arch)]
-        return chosen.set_index(["fraction", "seed"])["accuracy"]
+        return chosen.set_index(["fraction", "seed"])[value].dropna()
 
     first, second = accuracy_by_seed(*minuend), accuracy_by_seed(*subtrahend)
     if first.empty or second.empty:
@@ -114,7 +120,11 @@ def paired_differences(
         values = differences[differences.index.get_level_values(0) == fraction].to_numpy()
         enough = len(values) >= 2
         low, high = bootstrap_mean_ci(values) if enough else (math.nan, math.nan)
-        paper_first, paper_second = paper.table2_accuracy(*minuend, fraction), paper.table2_accuracy(*subtrahend, fraction)
+        paper_first, paper_second = (
+            (paper.table2_accuracy(*minuend, fraction), paper.table2_accuracy(*subtrahend, fraction))
+            if value == "accuracy"
+            else (None, None)  # the paper reports fine-tuning only
+        )
         rows.append(
             {
                 "fraction": fraction,

@@ -1,0 +1,73 @@
+"""Frozen-feature probes (benchmark/engine/probes.py) on inputs whose answer is known, and their one
+feature extraction per encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.config import ProbeConfig
+from benchmark.engine import probes
+from benchmark.runner import configure, execute
+
+
+def clusters(count: int, classes: int, dim: int, seed: int, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim))
+    labels = rng.integers(0, classes, count)
+    return (centres[labels] + spread * rng.normal(size=(count, dim))).astype(np.float32), labels
+
+
+def test_knn_scores_separable_features_perfectly_and_shuffled_labels_at_chance():
+    train, train_labels = clusters(400, 4, 16, seed=0)
+    test, test_labels = clusters(400, 4, 16, seed=0)  # the same centres, other noise draws
+    test, test_labels = test[200:], test_labels[200:]
+    probabilities = probes.knn_probabilities(train, train_labels, test, 4, k=20, temperature=0.07)
+    assert (probabilities.argmax(axis=1) == test_labels).mean() == 1.0
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    shuffled = np.random.default_rng(1).permutation(train_labels)
+    chance = (probes.knn_probabilities(train, shuffled, test, 4, 20, 0.07).argmax(axis=1) == test_labels).mean()
+    assert 0.1 < chance < 0.45  # about 1/4
+
+
+def test_the_linear_probe_recovers_a_planted_linear_rule():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(600, 32)).astype(np.float32) * 5 + 3  # unstandardised: BatchNorm handles it
+    rule = rng.normal(size=(32, 3))
+    labels = (features @ rule).argmax(axis=1)
+    settings = ProbeConfig(linear_steps=300)
+    probabilities = probes.linear_probe_probabilities(features[:400], labels[:400], features[400:], 3, settings, 0)
+    assert (probabilities.argmax(axis=1) == labels[400:]).mean() > 0.9
+    knn_only = probes.knn_probabilities(features[:400], labels[:400], features[400:], 3, 20, 0.07)
+    assert (probabilities.argmax(1) == labels[400:]).mean() > (knn_only.argmax(1) == labels[400:]).mean()
+
+
+def test_features_are_extracted_once_per_encoder_and_reused_by_every_fraction(tmp_path, monkeypatch):
+    calls = []
+    real = probes.extract_features
+    monkeypatch.setattr(probes, "extract_features", lambda *args: calls.append(1) or real(*args))
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}"])
+    records = [
+        execute("scratch", fraction, config, tmp_path / "results", arch="resnet", progress=False)
+        for fraction in (0.1, 0.5, 1.0)
+    ]
+    assert len(calls) == 1
+    assert [record["probes"]["features_reused"] for record in records] == [False, True, True]
+    assert [record["probes"]["subset_size"] for record in records] == [
+        record["dataset"]["finetune_subset"] for record in records
+    ]
+    for record in records:
+        for name in ("knn", "linear"):
+            assert 0.0 <= record["probes"][name]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("override", ["probe.knn_k=5", "probe.linear_steps=20"])
+def test_probe_settings_are_part_of_the_run_identity(override, tmp_path):
+    from benchmark.data.prepare import identify
+    from benchmark.engine.identity import run_id
+    from methods import METHODS
+
+    base, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}"])
+    changed, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", override])
+    found = identify(base.data, base.region)
+    assert run_id(METHODS["mae"], "vit", 0.1, base, found) != run_id(METHODS["mae"], "vit", 0.1, changed, found)
