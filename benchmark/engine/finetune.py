@@ -7,6 +7,7 @@ Under DDP each rank trains on its rows of every global batch and evaluates a blo
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
@@ -115,9 +116,12 @@ def finetune(
     train_pool = TensorPool(data.images, None, data.labels, subset, device)
     test_block = data.test_idx[distributed.contiguous_share(len(data.test_idx))]
     test_pool = TensorPool(data.images, None, data.labels, test_block, device)
-    steps_per_epoch = math.ceil(len(train_pool) / settings.batch_size)  # no drop_last: 1 % may be tiny
+    one_pass = math.ceil(len(train_pool) / settings.batch_size)  # no drop_last: 1 % may be tiny
+    # min_steps: a small subset is cycled (passes per epoch) until the run takes at least that many steps
+    steps_per_epoch = max(one_pass, math.ceil(settings.min_steps / settings.epochs))
     if settings.max_steps:
         steps_per_epoch = min(steps_per_epoch, settings.max_steps)
+    passes = math.ceil(steps_per_epoch / one_pass)
     total_steps = steps_per_epoch * settings.epochs
     optimizer, base_lr = build_optimizer(model, config)
     view = training_view(config)
@@ -139,7 +143,9 @@ def finetune(
     for epoch in range(start_epoch, settings.epochs):
         started = time.time()
         loss_sum, seen = torch.zeros((), device=device), 0
-        batches = train_pool.batches(settings.batch_size, config.seed, epoch, ranks=ranks)
+        batches = itertools.chain.from_iterable(  # pass p of epoch e: its own seeded order (e with one pass)
+            train_pool.batches(settings.batch_size, config.seed, epoch * passes + p, ranks=ranks) for p in range(passes)
+        )
         for step_in_epoch, batch in zip(range(steps_per_epoch), batches):
             step = epoch * steps_per_epoch + step_in_epoch
             set_lr(
@@ -186,6 +192,8 @@ def finetune(
         "summary": {
             "epochs": settings.epochs,
             "steps_per_epoch": steps_per_epoch,
+            "steps": steps_per_epoch * settings.epochs,
+            "passes_per_epoch": passes,
             "batch_size": settings.batch_size,
             "base_lr": base_lr,
             "subset_size": len(train_pool),

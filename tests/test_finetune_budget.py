@@ -1,0 +1,22 @@
+"""finetune.min_steps: a small label subset is cycled until the run takes at least that many optimizer steps."""
+
+from __future__ import annotations
+
+from benchmark.runner import configure, execute
+
+
+def test_min_steps_cycles_a_small_subset_and_the_schedule_follows_the_real_steps(tmp_path):
+    base = [f"data.cache_dir={tmp_path / 'cache'}", "finetune.max_steps=0", "finetune.epochs=2", "probe.enabled=false"]
+    plain_config, _ = configure("smoke", base)
+    plain = execute("scratch", 0.1, plain_config, tmp_path / "results", arch="resnet", progress=False)
+    assert plain["finetune"]["steps"] == 2 and plain["finetune"]["passes_per_epoch"] == 1  # 9 labels, batch 16
+
+    cycled_config, _ = configure("smoke", [*base, "finetune.min_steps=10"])
+    cycled = execute("scratch", 0.1, cycled_config, tmp_path / "results", arch="resnet", progress=False)
+    summary = cycled["finetune"]
+    assert (summary["steps"], summary["steps_per_epoch"], summary["passes_per_epoch"]) == (10, 5, 5)
+    subset = cycled["dataset"]["finetune_subset"]
+    assert [epoch["train_images"] for epoch in cycled["history"]] == [5 * subset, 5 * subset]
+    # warm-up and cosine follow the real number of steps: near the end after 10 steps, not halfway after 2
+    assert cycled["history"][-1]["lr"] < 0.1 * summary["base_lr"] < plain["history"][-1]["lr"]
+    assert cycled["run_id"] != plain["run_id"] and cycled["probes"] is None
