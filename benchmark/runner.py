@@ -23,7 +23,8 @@ from benchmark.engine.pretrain import pretrained_encoder
 from benchmark.engine.runtime import code_version, hardware, resolve_device
 from benchmark.errors import ConfigError
 from benchmark.records.schema import SCHEMA_VERSION, method_facts
-from benchmark.records.store import read_record, record_path, write_record
+from benchmark.records.frame import row_label
+from benchmark.records.store import read_record, record_path, write_record, scan_records
 from methods import METHODS
 from methods.backbones import build_encoder, load_imagenet_encoder, weights_path
 from methods.base import Method
@@ -102,7 +103,8 @@ def execute(
     destination = record_path(results, identifier)
     if destination.exists() and not force:
         record = read_record(destination)
-        print(f"[run] {identifier}: finished record exists, reusing it ({destination}); --force reruns", flush=True)
+        print(f"[run] {identifier}: finished record exists, reusing it (--force reruns)", flush=True)
+        print(result_summary(record, destination, results), flush=True)
         return record
 
     started_at = datetime.now(timezone.utc).isoformat()
@@ -164,22 +166,49 @@ def execute(
     if ranks.is_main:
         write_record(destination, record)
         checkpoint.unlink(missing_ok=True)
-        print(summary_line(record, destination), flush=True)
+        print(result_summary(record, destination, results), flush=True)
     return record
 
 
-def summary_line(record: dict, path: Path) -> str:
-    pretrain = record["pretrain"]
-    source = "none" if pretrain is None else ("reused " if pretrain.get("reused") else "trained ") + pretrain["cache_key"]
+# the baselines a result is shown next to: training from scratch on the same encoder, and MAE (RGMIM's baseline)
+BASELINES = (("scratch", None), ("mae", "vit"))
+
+
+def result_summary(record: dict, path: Path, results: Path) -> str:
+    """What a person reads after a run: fine-tuning accuracy against chance, the frozen-feature probes, and the
+    Scratch and MAE records of the same dataset, profile, fraction and seed where they exist."""
+    metrics, dataset = record["metrics"], record["dataset"]
+    classes = len(dataset["classes"])
+    lines = [
+        f"[run] {record['run_id']}",
+        f"  fine-tuned: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} on {dataset['test']} "
+        f"test images (chance {1 / classes:.4f}, {classes} classes), {dataset['finetune_subset']} labels, "
+        f"{record['finetune']['epochs']} epoch{'s' if record['finetune']['epochs'] != 1 else ''}",
+    ]
     probes = record.get("probes")
-    probed = (
-        ""
-        if probes is None
-        else f"; frozen features: kNN {probes['knn']['accuracy']:.4f}, linear probe {probes['linear']['accuracy']:.4f}"
-    )
-    return (
-        f"[run] {record['run_id']}: accuracy {record['metrics']['accuracy']:.4f}, "
-        f"macro-F1 {record['metrics']['macro_f1']:.4f} on {record['dataset']['test']} test images "
-        f"after {record['finetune']['epochs']} epochs on {record['dataset']['finetune_subset']} labels{probed}; "
-        f"pretrained encoder: {source}; record {path}"
-    )
+    if probes is not None:
+        lines.append(
+            f"  frozen starting encoder: kNN {probes['knn']['accuracy']:.4f}, linear probe {probes['linear']['accuracy']:.4f}"
+        )
+    beside = []
+    for method, arch in BASELINES:
+        arch = arch or record["arch"]
+        if (method, arch) == (record["method"], record["arch"]):
+            continue
+        for other in scan_records(Path(results) / "runs").records:
+            same = (other["dataset"]["fingerprint"], other["profile"], other["fraction"], other["seed"]) == (
+                dataset["fingerprint"],
+                record["profile"],
+                record["fraction"],
+                record["seed"],
+            )
+            if same and (other["method"], other["arch"]) == (method, arch):
+                beside.append(f"{row_label(other['method_info'], arch)} {other['metrics']['accuracy']:.4f}")
+                break
+    if beside:
+        lines.append(f"  same dataset, profile, fraction and seed: {', '.join(beside)}")
+    pretrain = record["pretrain"]
+    if pretrain is not None:
+        lines.append(f"  pretrained encoder: {'reused' if pretrain.get('reused') else 'trained'} {pretrain['cache_key']}")
+    lines.append(f"  record: {path}")
+    return "\n".join(lines)

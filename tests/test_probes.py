@@ -71,3 +71,19 @@ def test_probe_settings_are_part_of_the_run_identity(override, tmp_path):
     changed, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}", override])
     found = identify(base.data, base.region)
     assert run_id(METHODS["mae"], "vit", 0.1, base, found) != run_id(METHODS["mae"], "vit", 0.1, changed, found)
+
+
+def test_the_result_summary_names_chance_the_probes_and_the_baselines_and_repeats_on_reuse(tmp_path, capsys):
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path / 'cache'}"])
+    results = tmp_path / "results"
+    execute("scratch", 0.5, config, results, arch="vit", progress=False)
+    execute("mae", 0.5, config, results, progress=False)
+    capsys.readouterr()
+    execute("rgmim", 0.5, config, results, progress=False)
+    fresh = capsys.readouterr().out
+    assert "(chance 0.2500, 4 classes)" in fresh and "frozen starting encoder: kNN " in fresh
+    assert "same dataset, profile, fraction and seed: Scratch (ViT) " in fresh and ", MAE " in fresh
+    execute("rgmim", 0.5, config, results, progress=False)
+    reused = capsys.readouterr().out
+    assert "finished record exists, reusing it" in reused
+    assert reused.split("(--force reruns)\n", 1)[1] == fresh  # the same summary as the fresh run

@@ -59,7 +59,7 @@ def run_cli(workspace: dict, *arguments: str) -> subprocess.CompletedProcess:
 
 
 def record_of(output: str) -> dict:
-    path = output.strip().splitlines()[-1].rsplit("record ", 1)[1]
+    path = output.strip().splitlines()[-1].rsplit("record: ", 1)[1]
     return json.loads(Path(path).read_text())
 
 
