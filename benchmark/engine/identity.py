@@ -2,10 +2,10 @@
 
 What a run reads: the dataset's content fingerprint and split digest and the image size; the model
 settings of its encoder family; fine-tuning and the frozen-feature probes; and, when it pretrains, the
-shared pretraining loop, its own method section and (region-guided methods only) the lung-region section. Paths, the device and the fast
-paths are not in it (``config.locator`` and ``RuntimeConfig``), nor is the profile's name: two profiles
-that resolve to the same settings make the same runs. ``tests/test_identity.py`` checks each method's
-declared settings against what its code reads.
+shared pretraining loop, its own method section and (region-guided methods only) the lung-region section.
+Paths, the device and the fast paths are not in it (``config.locator`` and ``RuntimeConfig``), nor is the
+profile's name: two profiles that resolve to the same settings make the same runs.
+``tests/test_identity.py`` checks each method's declared settings against what its code reads.
 """
 
 from __future__ import annotations
