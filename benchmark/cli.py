@@ -13,8 +13,9 @@ from benchmark.config import MASK_SOURCES, Config
 from benchmark.errors import ConfigError, DataError, RecordError, TrainingError
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that resolves a config (``runner.SHORTCUTS`` maps them to fields)."""
+def add_config_options(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    """Options shared by every command that resolves a config (``runner.SHORTCUTS`` maps them to fields);
+    ``seed=False`` for ``sweep``, whose seeds are ``--seeds``."""
     group = parser.add_argument_group("configuration")
     group.add_argument("--profile", default="auto", help="paper | cpu | smoke | auto (paper on a CUDA GPU, else cpu; default)")
     group.add_argument(
@@ -32,7 +33,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         "--missing-masks",
         choices=["error", "skip", "allow"],
         default=None,
-        help="training images without a lung mask: fail, drop them, or use no region",
+        help="training images without a lung mask: fail (default), drop them, or use no region",
     )
     group.add_argument(
         "--split-file",
@@ -40,7 +41,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         help="split CSV to reuse (must match the dataset) or to create; default: next to the "
         "cache, keyed by dataset fingerprint, split seed and test fraction",
     )
-    group.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
+    if seed:
+        group.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     group.add_argument(
         "--mask-source",
         choices=MASK_SOURCES,
@@ -276,9 +278,9 @@ def add_sweep_parser(commands: argparse._SubParsersAction) -> None:
     where.add_argument("--results", default="results", help="results folder (records in RESULTS/runs/)")
     where.add_argument("--name", default=None, help="sweep name (default: the grid's, else 'sweep')")
     where.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate, submit nothing")
-    add_config_options(parser)
+    add_config_options(parser, seed=False)
     probe = argparse.ArgumentParser(add_help=False)
-    add_config_options(probe)
+    add_config_options(probe, seed=False)
     # the names of the config options, so that jobs can rerun the config resolution from their values
     parser.set_defaults(handler=sweep_command, config_options=tuple(vars(probe.parse_args([]))))
 

@@ -300,6 +300,7 @@ def validate(config: Config) -> None:
             "data.image_size",
             f"a positive multiple of vit.patch_size ({config.vit.patch_size})",
         ),
+        (config.seed >= 0, "seed", "a non-negative integer (--seed)"),
         (0.0 < config.data.test_fraction < 1.0, "data.test_fraction", "a number in (0, 1)"),
         (0.0 <= config.region.min_overlap < 1.0, "region.min_overlap", "a number in [0, 1)"),
         (

@@ -235,7 +235,7 @@ def render_preview(
     )
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
+    figure.savefig(out, dpi=120, format="png")  # the path as given, even without a .png suffix
     plt.close(figure)
 
 

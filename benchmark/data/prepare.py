@@ -51,7 +51,10 @@ def identify(data_cfg: DataConfig, region: RegionConfig) -> DatasetIdentity:
     if data_cfg.split_file is not None:
         split_path = Path(data_cfg.split_file).expanduser()
     else:
-        split_path = split_file_path(cache_root, source.name, fingerprint, data_cfg.split_seed, data_cfg.test_fraction)
+        official = all(item.official_split is not None for item in source.items)
+        split_path = split_file_path(
+            cache_root, source.name, fingerprint, data_cfg.split_seed, data_cfg.test_fraction, official
+        )
     # the split first: a mismatching split file fails in a second, not after decoding every image
     header, is_train, ranks = load_or_create_split(source, fingerprint, data_cfg.split_seed, data_cfg.test_fraction, split_path)
     return DatasetIdentity(source, fingerprint, split_path, header, is_train, ranks, cache_root)

@@ -141,8 +141,13 @@ def min_fractions(labels: np.ndarray, ranks: np.ndarray, num_classes: int) -> np
     return result
 
 
-def split_file_path(cache_root: Path, source_name: str, fingerprint: str, split_seed: int, test_fraction: float) -> Path:
-    name = f"{source_name}-{fingerprint[:16]}-seed{split_seed}-test{test_fraction:g}.csv"
+def split_file_path(
+    cache_root: Path, source_name: str, fingerprint: str, split_seed: int, test_fraction: float, official: bool
+) -> Path:
+    """Keyed by what decides the split: the official one ignores the test fraction (its seed still orders the
+    nested label subsets)."""
+    test_part = "official" if official else f"test{test_fraction:g}"
+    name = f"{source_name}-{fingerprint[:16]}-seed{split_seed}-{test_part}.csv"
     return cache_root / "splits" / name
 
 

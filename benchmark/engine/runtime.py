@@ -105,9 +105,9 @@ def hardware(device: torch.device) -> dict:
     }
 
 
-def code_version() -> dict:
-    """The git commit of this checkout (and whether it had uncommitted changes), when available."""
-    root = Path(__file__).resolve().parents[2]
+def code_version(root: Path | None = None) -> dict:
+    """The git commit of this checkout (and whether its code had uncommitted changes), when available."""
+    root = root or Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str | None:
         try:
@@ -118,5 +118,6 @@ def code_version() -> dict:
             return None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # records and reports written into results/ are not code: a clone that ran something is not "dirty"
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from typing import Any
 
@@ -22,8 +23,12 @@ def __getattr__(name: str) -> Any:
 
 
 def report_command(args: argparse.Namespace) -> int:
+    from benchmark.errors import ConfigError
     from benchmark.records.store import RecordWarning
     from benchmark.report.build import build_report
+
+    if not Path(args.results).is_dir():  # a typo must not leave an empty results folder behind
+        raise ConfigError(f"--results {args.results}: no such folder; expected a results folder holding runs/")
 
     # Skipped files and "no runs" become one plain "warning:" line each instead of Python's warning format.
     with warnings.catch_warnings(record=True) as caught:

@@ -9,6 +9,11 @@ import pandas as pd
 from benchmark.report.sections import MISSING
 
 
+def count(number: int, noun: str) -> str:
+    """ "1 run", "2 runs": a count with its noun in the right number."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def fraction_label(fraction: float) -> str:
     return f"{fraction * 100:g} %"
 

@@ -12,7 +12,7 @@ from typing import Iterable
 import pandas as pd
 
 from benchmark.paper_grid import TABLE2_ROWS
-from benchmark.report.formatting import format_duration, format_stat, fraction_label, signed, to_markdown, with_paper
+from benchmark.report.formatting import count, format_duration, format_stat, fraction_label, signed, to_markdown, with_paper
 from benchmark.report.sections import MASK_SOURCE_ORDER, MISSING
 from benchmark.report.statistics import table2_runs
 
@@ -141,7 +141,7 @@ def table2_compute_markdown(runs: pd.DataFrame) -> str:
         encoders = group.dropna(subset=["pretrain_cache_key"]).drop_duplicates("pretrain_cache_key")
         seconds = encoders["pretrain_wall_time_s"].sum() + group["finetune_wall_time_s"].sum()
         lines.append(
-            f"- seed {seed}: {format_duration(seconds)} ({group['row'].nunique()} rows, {len(encoders)} "
-            f"pretrainings, {len(group)} fine-tunings)"
+            f"- seed {seed}: {format_duration(seconds)} ({count(group['row'].nunique(), 'row')}, "
+            f"{count(len(encoders), 'pretraining')}, {count(len(group), 'fine-tuning')})"
         )
     return "\n".join(lines)

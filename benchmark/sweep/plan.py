@@ -160,8 +160,6 @@ def check_splits_over_ranks(config: Config, cluster: ClusterProfile, cluster_pat
 
 def plan_sweep(args: argparse.Namespace) -> Sweep:
     """Everything `sweep` decides before it submits or runs anything; bad input raises ConfigError/DataError."""
-    if args.seed is not None:
-        raise ConfigError(f"--seed {args.seed}: a sweep takes --seeds, e.g. --seeds 0,1,2")
     if args.executor is None and not args.dry_run:
         raise ConfigError("--executor: expected local or slurm (or --dry-run to print the plan only)")
     if args.executor == "slurm" and args.cluster is None:

@@ -108,8 +108,11 @@ def find_manifest(results: Path, name: Optional[str]) -> Path:
         raise ConfigError(
             f"--results {results}: no sweep manifest in {folder} (`python -m benchmark sweep` writes one per sweep)"
         )
-    if name is None and len(available) > 1:
-        raise ConfigError(f"--name: {folder} holds several sweeps; expected one of {', '.join(available)}")
+    if name is None and len(available) > 1:  # the one submitted last; the others are named
+        latest = max(available, key=lambda stem: (manifest_path(results, stem).stat().st_mtime_ns, stem))
+        others = ", ".join(stem for stem in available if stem != latest)
+        print(f"[status] {folder} holds several sweeps; showing the latest, {latest} (--name for {others})")
+        return manifest_path(results, latest)
     if name is not None and name not in available:
         raise ConfigError(f"--name {name!r}: no such sweep in {folder}; expected one of {', '.join(available)}")
     return manifest_path(results, name or available[0])

@@ -1,0 +1,78 @@
+"""Small things a careful user meets at the command line: each fails before this project fixed it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import build_parser
+from benchmark.config import RegionConfig
+from benchmark.data.prepare import identify
+from benchmark.engine.runtime import code_version
+from benchmark.errors import ConfigError
+from benchmark.report.formatting import count
+from benchmark.runner import configure
+from conftest import QU_EX_SAMPLE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*arguments: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmark", *arguments], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_records_written_into_results_do_not_make_the_code_dirty(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "README.md").write_text("generated\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    (tmp_path / "results" / "README.md").write_text("regenerated\n")
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert code_version(tmp_path)["dirty"] is True
+
+
+def test_a_negative_seed_is_refused_like_the_sweep_refuses_it():
+    with pytest.raises(ConfigError, match="config seed: expected a non-negative integer"):
+        configure("smoke", ["seed=-1"])
+
+
+def test_sweep_does_not_offer_the_seed_it_refuses_and_defaults_are_shown():
+    args = build_parser().parse_args(["sweep", "--seed", "1", "--grid", "table2"])
+    assert args.seeds == "1" and not hasattr(args, "seed")  # argparse reads --seed as --seeds: one seed
+    assert "--seeds" in cli("sweep", "--help").stdout and "--seed " not in cli("sweep", "--help").stdout
+    assert "fail (default)" in cli("run", "--help").stdout
+
+
+def test_report_on_a_missing_results_folder_fails_and_creates_nothing(tmp_path):
+    typo = tmp_path / "resluts"
+    result = cli("report", "--results", str(typo))
+    assert result.returncode == 2 and "--results" in result.stderr and "no such folder" in result.stderr
+    assert not typo.exists()
+
+
+def test_preview_writes_exactly_the_file_it_was_given(tmp_path):
+    out = tmp_path / "preview"  # no .png suffix
+    result = cli(
+        "data", "preview", "--profile", "smoke", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--per-class", "1"
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "preview.png").exists()
+
+
+def test_an_official_split_is_named_official_not_by_a_test_fraction(tmp_path):
+    config, _ = configure("smoke", [f"data.root={QU_EX_SAMPLE}", f"data.cache_dir={tmp_path / 'cache'}"])
+    found = identify(config.data, RegionConfig())
+    assert found.split_file.name.endswith("-official.csv") and "test0.2" not in found.split_file.name
+
+
+def test_counts_agree_with_their_nouns():
+    assert (count(1, "row"), count(2, "row"), count(1, "pretraining")) == ("1 row", "2 rows", "1 pretraining")
