@@ -108,7 +108,7 @@ class FinetuneConfig:
     min_scale: float = 0.8  # protocol §8: mild RandomResizedCrop(scale=(0.8, 1))
     head_init_std: float = 2e-5  # protocol §8: MAE main_finetune.py
     eval_batch_size: int = locator(256)  # choice: evaluation only, no effect on any number
-    max_steps: int = 0  # choice: 0 = full epochs; >0 caps optimizer steps per epoch (tests)
+    max_steps: int = 0  # choice: 0 = full epochs; >0 caps the optimizer steps of the run (tests), as pretrain's
     # protocol §8: at least this many optimizer steps, cycling a small subset (Big Transfer sets fine-tuning
     # length in steps, MRM fixed steps per fraction); 0 keeps T1's 30 epochs, one step per epoch at 1 %
     min_steps: int = 0

@@ -20,3 +20,23 @@ def test_min_steps_cycles_a_small_subset_and_the_schedule_follows_the_real_steps
     # warm-up and cosine follow the real number of steps: near the end after 10 steps, not halfway after 2
     assert cycled["history"][-1]["lr"] < 0.1 * summary["base_lr"] < plain["history"][-1]["lr"]
     assert cycled["run_id"] != plain["run_id"] and cycled["probes"] is None
+
+
+def test_max_steps_caps_both_engines_and_the_record_says_what_ran(tmp_path, capsys):
+    overrides = [
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "pretrain.epochs=5",
+        "pretrain.max_steps=2",
+        "finetune.epochs=4",
+        "finetune.max_steps=3",
+        "probe.enabled=false",
+    ]
+    config, _ = configure("smoke", overrides)
+    record = execute("byol", 1.0, config, tmp_path / "results", progress=False)
+    pretrain, finetune = record["pretrain"], record["finetune"]
+    assert (pretrain["steps"], pretrain["epochs"], pretrain["configured_epochs"]) == (2, 1, 5)
+    assert (finetune["steps"], finetune["epochs"], finetune["configured_epochs"]) == (3, 1, 4)  # 6 steps an epoch
+    assert len(record["history"]) == 1 and record["history"][0]["train_images"] == 3 * 16
+    warned = capsys.readouterr().err
+    assert "pretrain.max_steps=2 stops the run after 2 steps: 1 of the 5 configured epochs" in warned
+    assert "finetune.max_steps=3 stops the run after 3 steps: 1 of the 4 configured epochs" in warned

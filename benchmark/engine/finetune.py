@@ -27,7 +27,7 @@ from benchmark.engine.batches import TensorPool
 from benchmark.engine.checkpoint import restore_training_state, save_training_state
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.metrics import classification_metrics
-from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr
+from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr, step_budget
 from benchmark.errors import TrainingError
 from methods.backbones import feature_dim
 
@@ -119,10 +119,8 @@ def finetune(
     one_pass = math.ceil(len(train_pool) / settings.batch_size)  # no drop_last: 1 % may be tiny
     # min_steps: a small subset is cycled (passes per epoch) until the run takes at least that many steps
     steps_per_epoch = max(one_pass, math.ceil(settings.min_steps / settings.epochs))
-    if settings.max_steps:
-        steps_per_epoch = min(steps_per_epoch, settings.max_steps)
     passes = math.ceil(steps_per_epoch / one_pass)
-    total_steps = steps_per_epoch * settings.epochs
+    total_steps, epochs = step_budget(steps_per_epoch, settings.epochs, settings.max_steps, "finetune")
     optimizer, base_lr = build_optimizer(model, config)
     view = training_view(config)
 
@@ -130,17 +128,17 @@ def finetune(
     start_epoch = 0
     if checkpoint_file is not None and checkpoint_file.exists():
         history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
-        print(f"[finetune] resuming from epoch {start_epoch}/{settings.epochs}", flush=True)
+        print(f"[finetune] resuming after {start_epoch} of {epochs} epochs", flush=True)
 
     bar = tqdm(
-        total=settings.epochs,
+        total=epochs,
         initial=start_epoch,
         unit="epoch",
         desc=f"finetune {label}".strip(),
         disable=not (progress and ranks.is_main),
     )
     model.train()
-    for epoch in range(start_epoch, settings.epochs):
+    for epoch in range(start_epoch, epochs):
         started = time.time()
         loss_sum, seen = torch.zeros((), device=device), 0
         batches = itertools.chain.from_iterable(  # pass p of epoch e: its own seeded order (e with one pass)
@@ -148,6 +146,8 @@ def finetune(
         )
         for step_in_epoch, batch in zip(range(steps_per_epoch), batches):
             step = epoch * steps_per_epoch + step_in_epoch
+            if step >= total_steps:  # finetune.max_steps
+                break
             set_lr(
                 optimizer, lr_at(step, total_steps, settings.warmup_epochs * steps_per_epoch, base_lr, settings.min_lr), base_lr
             )
@@ -190,9 +190,10 @@ def finetune(
         "metrics": final_metrics,
         "history": [{k: v for k, v in entry.items() if k != "confusion"} for entry in history],
         "summary": {
-            "epochs": settings.epochs,
+            "epochs": epochs,
+            "configured_epochs": settings.epochs,
             "steps_per_epoch": steps_per_epoch,
-            "steps": steps_per_epoch * settings.epochs,
+            "steps": total_steps,
             "passes_per_epoch": passes,
             "batch_size": settings.batch_size,
             "base_lr": base_lr,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from benchmark.engine.batches import Batch, TensorPool
 from benchmark.engine.checkpoint import load_torch, restore_training_state, save_training_state, save_torch
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.identity import encoder_cache_key
-from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr
+from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr, step_budget
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.files import atomic_write_json
 from methods.base import AdamWRecipe, Method, Pretrainer
@@ -138,17 +137,14 @@ def train(
             f"pretrain.batch_size / accum_steps = {micro_batch} does not split over {ranks.world} "
             f"ranks: make it a multiple of the number of processes"
         )
-    total_steps = steps_per_epoch * settings.epochs
-    if settings.max_steps:
-        total_steps = min(total_steps, settings.max_steps)
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    total_steps, epochs = step_budget(steps_per_epoch, settings.epochs, settings.max_steps, "pretrain")
     optimizer, base_lr, warmup_epochs = build_optimizer(model, config.method(method.name), settings.batch_size)
 
     history: list[dict] = []
     start_epoch, started = 0, time.time()
     if checkpoint_file.exists():  # every rank loads rank 0's checkpoint: the ranks' states are equal
         history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
-        print(f"[pretrain] resuming {method.name} from epoch {start_epoch}/{epochs}", flush=True)
+        print(f"[pretrain] resuming {method.name} after {start_epoch} of {epochs} epochs", flush=True)
 
     bar = tqdm(
         total=total_steps * settings.batch_size,
@@ -199,6 +195,7 @@ def train(
     images_seen = min(total_steps, epochs * steps_per_epoch) * settings.batch_size
     summary = {
         "epochs": epochs,
+        "configured_epochs": settings.epochs,
         "steps": total_steps,
         "batch_size": settings.batch_size,
         "base_lr": base_lr,

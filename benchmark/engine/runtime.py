@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -53,6 +54,22 @@ def autocast(device: torch.device, config: Config) -> Iterator[None]:
         if enabled and device.type == "cpu":
             stack.enter_context(sdpa_kernel(SDPBackend.MATH))
         yield
+
+
+def step_budget(steps_per_epoch: int, epochs: int, max_steps: int, stage: str) -> tuple[int, int]:
+    """(total steps, epochs that run): ``max_steps`` caps the total in both engines, and says so on stderr when
+    it cuts the configured epochs, so that nobody reads a configured length that did not happen."""
+    total = steps_per_epoch * epochs
+    if max_steps and max_steps < total:
+        total = max_steps
+        ran = math.ceil(total / steps_per_epoch)
+        print(
+            f"[{stage}] {stage}.max_steps={max_steps} stops the run after {total} steps: {ran} of the "
+            f"{epochs} configured epochs",
+            file=sys.stderr,
+            flush=True,
+        )
+    return total, math.ceil(total / steps_per_epoch)
 
 
 def scaled_lr(blr: float, batch_size: int) -> float:
