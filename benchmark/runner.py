@@ -5,23 +5,25 @@ Under torchrun every rank executes this; rank 0 alone prints the config and writ
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from benchmark import distributed
 from benchmark.config import Config, build_config, describe, to_dict
 from benchmark.data.cache import resolve_cache_root
-from benchmark.data.prepare import identify, prepare
+from benchmark.data.prepare import DatasetIdentity, identify, prepare
 from benchmark.data.splits import check_fraction
 from benchmark.engine.finetune import finetune
 from benchmark.engine.identity import encoder_key, run_id
 from benchmark.engine.probes import cached_features, probe
 from benchmark.engine.pretrain import pretrained_encoder
 from benchmark.engine.runtime import code_version, hardware, resolve_device
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, RecordError
 from benchmark.records.schema import SCHEMA_VERSION, method_facts
 from benchmark.records.frame import row_label
 from benchmark.records.store import read_record, record_path, write_record, scan_records
@@ -102,13 +104,41 @@ def execute(
     identifier = run_id(method, arch, fraction, config, found)
     destination = record_path(results, identifier)
     if destination.exists() and not force:
-        record = read_record(destination)
-        print(f"[run] {identifier}: finished record exists, reusing it (--force reruns)", flush=True)
-        print(result_summary(record, destination, results), flush=True)
-        return record
-
-    started_at = datetime.now(timezone.utc).isoformat()
+        return reused_record(destination, results)
     device = resolve_device(config)
+    locks = found.cache_root / "finetune"
+    locks.mkdir(parents=True, exist_ok=True)
+    # two identical runs: the second waits for the first, then reuses its record (as pretraining does)
+    with FileLock(str(locks / f"{identifier}.lock")) if distributed.current().is_main else contextlib.nullcontext():
+        if not force and distributed.main_decides(destination.exists()):
+            return reused_record(destination, results)
+        return run_and_record(method, arch, fraction, config, results, found, identifier, device, progress)
+
+
+def reused_record(destination: Path, results: Path) -> dict:
+    try:
+        record = read_record(destination)
+    except RecordError as error:
+        raise RecordError(f"{error}; `--force` reruns the run and replaces it") from None
+    print(f"[run] {record['run_id']}: finished record exists, reusing it (--force reruns)", flush=True)
+    print(result_summary(record, destination, results), flush=True)
+    return record
+
+
+def run_and_record(
+    method: Method,
+    arch: str,
+    fraction: float,
+    config: Config,
+    results: Path,
+    found: DatasetIdentity,
+    identifier: str,
+    device: torch.device,
+    progress: bool,
+) -> dict:
+    """Pretrain (or reuse), probe, fine-tune and write the record of one run."""
+    destination = record_path(results, identifier)
+    started_at = datetime.now(timezone.utc).isoformat()
     ranks = distributed.current()
     if ranks.is_main:
         print(describe(config), file=sys.stderr)

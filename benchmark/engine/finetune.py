@@ -126,9 +126,10 @@ def finetune(
 
     history: list[dict] = []
     start_epoch = 0
-    if checkpoint_file is not None and checkpoint_file.exists():
+    if checkpoint_file is not None:
         history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
-        print(f"[finetune] resuming after {start_epoch} of {epochs} epochs", flush=True)
+        if start_epoch:
+            print(f"[finetune] resuming after {start_epoch} of {epochs} epochs", flush=True)
 
     bar = tqdm(
         total=epochs,

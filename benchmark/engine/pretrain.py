@@ -23,7 +23,7 @@ from benchmark.config import Config
 from benchmark.data.prepare import PreparedData
 from benchmark.data.views import make_view
 from benchmark.engine.batches import Batch, TensorPool
-from benchmark.engine.checkpoint import load_torch, restore_training_state, save_training_state, save_torch
+from benchmark.engine.checkpoint import load_or_set_aside, restore_training_state, save_training_state, save_torch
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.identity import encoder_cache_key
 from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr, step_budget
@@ -51,10 +51,11 @@ def pretrained_encoder(
     # two jobs asking for the same encoder: one trains; within a DDP job rank 0 decides for all ranks
     with FileLock(str(directory / ".lock")) if is_main else contextlib.nullcontext():
         if distributed.main_decides(encoder_file.exists() and summary_file.exists()):
-            print(f"[pretrain] reusing cached encoder {key} ({directory})", flush=True)
-            saved = load_torch(encoder_file)
-            summary = {**json.loads(summary_file.read_text()), "reused": True}
-            return PretrainedEncoder(saved["arch"], saved["state"], summary)
+            saved = load_or_set_aside(encoder_file)  # a damaged file is set aside and trained again
+            if distributed.main_decides(saved is not None):
+                print(f"[pretrain] reusing cached encoder {key} ({directory})", flush=True)
+                summary = {**json.loads(summary_file.read_text()), "reused": True}
+                return PretrainedEncoder(saved["arch"], saved["state"], summary)
         summary, model = train(method, config, data, device, directory / "checkpoint.pt", progress)
         summary.update(cache_key=key, reused=False)
         state = {name: tensor.detach().cpu() for name, tensor in model.encoder().state_dict().items()}
@@ -142,8 +143,9 @@ def train(
 
     history: list[dict] = []
     start_epoch, started = 0, time.time()
-    if checkpoint_file.exists():  # every rank loads rank 0's checkpoint: the ranks' states are equal
-        history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
+    # every rank loads rank 0's checkpoint: the ranks' states are equal
+    history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
+    if start_epoch:
         print(f"[pretrain] resuming {method.name} after {start_epoch} of {epochs} epochs", flush=True)
 
     bar = tqdm(

@@ -50,7 +50,7 @@ def read_record(path: Path) -> dict:
         record = json.loads(text)
     except json.JSONDecodeError as error:
         raise RecordError(
-            f"{path}: not valid JSON, truncated or corrupt ({error.msg} at line {error.lineno}, column {error.colno})"
+            f"{path}: not valid JSON, truncated or corrupt ({error.msg}: line {error.lineno}, column {error.colno})"
         ) from error
     problems = validate_record(record)
     if problems:
