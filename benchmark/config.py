@@ -12,7 +12,6 @@ Table 1, "§x" a section of the paper, "protocol §x" a section of docs/protocol
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal, Optional
@@ -334,6 +333,18 @@ def identity(section: Any, arch: Optional[str] = None, init: str = "random") -> 
     return chosen
 
 
-def describe(config: Config) -> str:
-    """The resolved config as indented JSON, printed at the start of every computing command."""
-    return json.dumps(to_dict(config), indent=2, default=str)
+def describe_changes(config: Config) -> str:
+    """One line: the profile and every setting that differs from it, printed at the start of each computing
+    command (the run record keeps the whole resolved config)."""
+    reference = PROFILES[config.profile]()
+    changed = []
+    for name in section_names(config):
+        ours = config.methods[name] if name in config.methods else getattr(config, name)
+        theirs = method_settings_for(type(ours), config.profile) if name in config.methods else getattr(reference, name)
+        changed += [
+            f"{name}.{item.name}={getattr(ours, item.name)!r}"
+            for item in fields(ours)
+            if getattr(ours, item.name) != getattr(theirs, item.name)
+        ]
+    changed += [f"{key}={getattr(config, key)!r}" for key in ("seed", "amp") if getattr(config, key) != getattr(reference, key)]
+    return f"profile {config.profile}; set: {', '.join(changed) if changed else 'nothing else'}"

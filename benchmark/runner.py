@@ -14,7 +14,7 @@ import torch
 from filelock import FileLock
 
 from benchmark import distributed
-from benchmark.config import Config, build_config, describe, to_dict
+from benchmark.config import Config, build_config, describe_changes, to_dict
 from benchmark.data.cache import resolve_cache_root
 from benchmark.data.prepare import DatasetIdentity, identify, prepare
 from benchmark.data.splits import check_fraction
@@ -141,7 +141,7 @@ def run_and_record(
     started_at = datetime.now(timezone.utc).isoformat()
     ranks = distributed.current()
     if ranks.is_main:
-        print(describe(config), file=sys.stderr)
+        print(f"[run] config: {describe_changes(config)} (the record keeps the whole config)", file=sys.stderr)
     data = prepare(config.data, config.region, progress=progress, found=found)
     root = found.cache_root
 

@@ -28,7 +28,7 @@ def run_data(*arguments: str, cache: Path) -> subprocess.CompletedProcess:
 def test_info_prints_split_fractions_and_mask_coverage(tmp_path):
     result = run_data("info", "--data-root", str(QU_EX_SAMPLE), cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr
-    assert '"image_size": 32' in result.stderr  # the resolved config comes first
+    assert "[data] config: profile smoke; set: data.root=" in result.stderr  # what differs from the profile
     lines = result.stdout.splitlines()
     assert "dataset     covid-qu-ex" in lines
     assert [line.split() for line in lines if line.startswith("Non-COVID")] == [

@@ -11,7 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # bottom to top; a module belongs to the first layer whose prefix it starts with
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("benchmark.errors", "benchmark.files", "benchmark.config", "benchmark.paper_grid", "benchmark.distributed"),
+    (
+        "benchmark.errors",
+        "benchmark.files",
+        "benchmark.console",
+        "benchmark.config",
+        "benchmark.paper_grid",
+        "benchmark.distributed",
+    ),
     ("benchmark.data",),
     ("methods",),
     ("benchmark.engine",),

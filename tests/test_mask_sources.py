@@ -365,7 +365,7 @@ def test_rgmim_runs_with_each_mask_source_land_in_their_report_section(tmp_path)
             source,
         )
         assert result.returncode == 0, result.stderr
-        assert f'"source": "{source}"' in result.stderr  # the resolved config
+        assert f"region.source='{source}'" in result.stderr  # the settings that differ from the profile
     report = run_cli("report", "--results", str(results))
     assert report.returncode == 0, report.stderr
     readme = (results / "README.md").read_text(encoding="utf-8")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from filelock import FileLock, Timeout
-from tqdm import tqdm
+from benchmark.console import stage
 
 from benchmark.config import DataConfig
 from benchmark.data.source import Source
@@ -97,15 +97,7 @@ def ensure_mask_cache(
     def write(staging: Path) -> None:
         masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (len(keys), size, size))
         has_mask = np.zeros(len(keys), bool)
-        bar = tqdm(
-            range(len(keys)),
-            desc=f"lung masks ({tag}) at {size} px",
-            unit="img",
-            file=sys.stderr,
-            disable=not progress,
-            leave=False,
-        )
-        for index in bar:
+        for index in stage(range(len(keys)), f"lung masks ({tag}) at {size} px", progress):
             mask = compute(index)
             if mask is not None:
                 masks[index] = _checked(mask, size, keys[index], "mask")
@@ -168,15 +160,7 @@ def _write_images(source: Source, size: int, staging: Path, progress: bool, meta
     images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (count, size, size))
     masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (count, size, size))
     has_mask = np.zeros(count, bool)
-    bar = tqdm(
-        range(count),
-        desc=f"decoding {source.name} at {size} px",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        leave=False,
-    )
-    for index in bar:
+    for index in stage(range(count), f"decoding {source.name} at {size} px", progress):
         image, mask = source.load(index, size)
         name = f"{source.name} item {source.items[index].key}"
         images[index] = _checked(image, size, name, "image")

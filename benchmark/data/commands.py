@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from benchmark.config import Config, DataConfig, describe, to_dict
+from benchmark.config import Config, DataConfig, describe_changes, to_dict
 from benchmark.data.layouts import open_source
 from benchmark.data.mask_quality import MaskScore, evaluate_regions, quality_text
 from benchmark.data.prepare import PreparedData, prepare
@@ -108,7 +108,7 @@ def run_masks(args: argparse.Namespace, config: Config) -> int:
 
 
 def _start(config: Config) -> PreparedData:
-    print(describe(config), file=sys.stderr)
+    print(f"[data] config: {describe_changes(config)}", file=sys.stderr)
     return prepare(config.data, config.region, progress=True)
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from benchmark.config import Config
+from benchmark.console import bars_enabled, epoch_line
 from benchmark.data.prepare import PreparedData
 from benchmark.data.views import ViewSpec, make_view, normalize
 from benchmark import distributed
@@ -136,7 +137,7 @@ def finetune(
         initial=start_epoch,
         unit="epoch",
         desc=f"finetune {label}".strip(),
-        disable=not (progress and ranks.is_main),
+        disable=not (bars_enabled(progress) and ranks.is_main),
     )
     model.train()
     for epoch in range(start_epoch, epochs):
@@ -182,6 +183,16 @@ def finetune(
         bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{metrics['accuracy']:.3f}")
         if checkpoint_file is not None and ranks.is_main:
             save_training_state(checkpoint_file, model, optimizer, device, history, epoch + 1)
+        if ranks.is_main and not bars_enabled(progress):
+            epoch_line(
+                f"finetune {label}".strip(),
+                epoch + 1,
+                epochs,
+                time.time() - started,
+                loss=f"{train_loss:.4f}",
+                accuracy=f"{metrics['accuracy']:.4f}",
+                img_per_s=f"{seen / max(train_time, 1e-9):.0f}",
+            )
     bar.close()
     train_time = sum(entry["train_time_s"] for entry in history)
     final = dict(history[-1])

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from benchmark import distributed
 from benchmark.config import Config
+from benchmark.console import bars_enabled, epoch_line
 from benchmark.data.prepare import PreparedData
 from benchmark.data.views import make_view
 from benchmark.engine.batches import Batch, TensorPool
@@ -154,7 +155,7 @@ def train(
         unit="img",
         unit_scale=True,
         desc=f"pretrain {method.name}",
-        disable=not (progress and ranks.is_main),
+        disable=not (bars_enabled(progress) and ranks.is_main),
         smoothing=0.1,
     )
     model.train()
@@ -192,6 +193,16 @@ def train(
         history.append(record)
         if ranks.is_main:
             save_training_state(checkpoint_file, model, optimizer, device, history, epoch + 1)
+            if not bars_enabled(progress):
+                rate = steps_done * settings.batch_size / max(record["wall_time_s"], 1e-9)
+                epoch_line(
+                    f"pretrain {method.name}",
+                    epoch + 1,
+                    epochs,
+                    record["wall_time_s"],
+                    loss=f"{record['loss']:.4f}",
+                    img_per_s=f"{rate:.0f}",
+                )
     bar.close()
     wall = sum(entry["wall_time_s"] for entry in history)
     images_seen = min(total_steps, epochs * steps_per_epoch) * settings.batch_size
