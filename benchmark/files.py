@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from benchmark.errors import ConfigError
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(stream)`` on a temporary file in the same folder, fsync it and rename it over ``path``.
@@ -63,6 +65,16 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def ensure_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and check a file can be written there; a ConfigError naming ``what`` if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{what} {folder}: cannot write there ({error.strerror or error})") from None
 
 
 def stable_hash(payload: Any, length: int = 10) -> str:

@@ -21,14 +21,15 @@ from benchmark.data.splits import check_fraction
 from benchmark.engine.finetune import finetune
 from benchmark.engine.identity import encoder_key, run_id
 from benchmark.engine.probes import cached_features, probe
-from benchmark.engine.pretrain import pretrained_encoder
+from benchmark.engine.pretrain import check_pretraining_batch, pretrained_encoder
 from benchmark.engine.runtime import code_version, hardware, resolve_device
 from benchmark.errors import ConfigError, RecordError
+from benchmark.files import ensure_writable
 from benchmark.records.schema import SCHEMA_VERSION, method_facts
 from benchmark.records.frame import row_label
 from benchmark.records.store import read_record, record_path, write_record, scan_records
 from methods import METHODS
-from methods.backbones import build_encoder, load_imagenet_encoder, weights_path
+from methods.backbones import build_encoder, check_weights_file, load_imagenet_encoder
 from methods.base import Method
 
 
@@ -98,9 +99,12 @@ def execute(
     """Run one (method, arch, fraction, seed) and return its record; reuse a finished one unless force."""
     method, arch = resolve_method(method_name, arch)
     check_fraction(fraction)
-    if method.init == "imagenet":  # fail before any work when the weights file is missing
-        weights_path(config, arch)
+    ensure_writable(Path(results) / "runs", "--results")  # now, not after minutes of training
+    if method.init == "imagenet":  # fail before any work when the weights file is missing or does not fit
+        check_weights_file(config, arch)
     found = identify(config.data, config.region)
+    if method.build_pretrainer is not None:  # before any image is decoded
+        check_pretraining_batch(config.pretrain.batch_size, int(found.is_train.sum()))
     identifier = run_id(method, arch, fraction, config, found)
     destination = record_path(results, identifier)
     if destination.exists() and not force:

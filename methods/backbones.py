@@ -6,6 +6,7 @@ Nothing is ever downloaded: ImageNet weights come from a local file given by the
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import timm
@@ -77,6 +78,71 @@ def weights_path(config: Config, arch: str) -> Path:
     return path
 
 
+def read_weights(path: Path, option: str) -> dict[str, torch.Tensor]:
+    """A plain state dict from a ``.pth``/``.safetensors`` file; never code: the error says what the file is."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types for a file of another format
+            raise ConfigError(f"{option} {path}: not a safetensors file ({str(error)[:120]})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(
+            f"{option} {path}: holds Python objects besides tensors (a pickled model or training checkpoint); "
+            "rgmim-bench loads plain state dicts only and never runs code from a file: save model.state_dict() "
+            "with torch.save and pass that file"
+        ) from None
+    except Exception as error:  # RuntimeError (not a zip archive), EOFError (truncated), ...
+        raise ConfigError(
+            f"{option} {path}: not a PyTorch weights file ({str(error).splitlines()[0][:120] or type(error).__name__}); "
+            "expected a state dict saved with torch.save, or a .safetensors file"
+        ) from None
+    for wrapper in ("state_dict", "model"):  # common checkpoint layouts around the state dict
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ConfigError(f"{option} {path}: not a state dict (a mapping of parameter names to tensors)")
+    return state
+
+
+def describe_weights(state: dict[str, torch.Tensor]) -> str:
+    """What model a state dict looks like, in words, for errors."""
+    if "cls_token" in state or any(key.startswith("blocks.") for key in state):
+        width = state["cls_token"].shape[-1] if "cls_token" in state else "?"
+        blocks = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
+        return f"a ViT of width {width} with {blocks} blocks"
+    if "fc.weight" in state or "layer1.0.conv1.weight" in state:
+        bottleneck = "layer1.0.conv3.weight" in state
+        stages = [len({key.split(".")[1] for key in state if key.startswith(f"layer{i}.")}) for i in range(1, 5)]
+        return f"a ResNet with {'bottleneck' if bottleneck else 'basic'} blocks {stages}"
+    return f"a model with keys like {', '.join(list(state)[:3])}"
+
+
+def check_weights_file(config: Config, arch: str) -> None:
+    """Before any work: the ImageNet file exists, is a plain state dict, and fits the encoder the profile builds."""
+    option = f"{arch}.weights"
+    path = weights_path(config, arch)
+    state = read_weights(path, option)
+    expected = build_encoder(config, arch).state_dict()
+    resampled = ("pos_embed",)  # timm resamples the position embedding to our grid
+    mismatched = [
+        key
+        for key, tensor in expected.items()
+        if key not in resampled and (key not in state or state[key].shape != tensor.shape)
+    ]
+    if mismatched:
+        depth = f", depth {config.vit.depth}" if arch == "vit" and config.vit.depth else ""
+        raise ConfigError(
+            f"{option} {path}: holds {describe_weights(state)}, but the {config.profile} profile builds "
+            f"{config.family(arch).name}{depth} ({len(mismatched)} of {len(expected)} tensors do not fit, e.g. "
+            f"{mismatched[0]}); pass the weights of {config.family(arch).name} or set --set {arch}.name= to the "
+            "file's model"
+        )
+
+
 def load_imagenet_encoder(config: Config, arch: str, drop_path: float = 0.0) -> nn.Module:
     """An encoder initialised from the local ImageNet file (never a hub download)."""
     path = weights_path(config, arch)
@@ -89,7 +155,7 @@ def load_imagenet_encoder(config: Config, arch: str, drop_path: float = 0.0) -> 
             pretrained_cfg_overlay=dict(file=str(path)),
         )
     model = build_resnet(config)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_weights(path, "resnet.weights")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the ImageNet classifier
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

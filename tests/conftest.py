@@ -53,3 +53,26 @@ def data_config(tmp_path: Path) -> Callable[..., DataConfig]:
 def prepare_data(data_cfg: DataConfig, **region: object) -> PreparedData:
     """``prepare`` without progress bars, with the lung region's fields given as keywords (source=...)."""
     return prepare(data_cfg, RegionConfig(**region), progress=False)
+
+
+def smoke_weights(folder: Path) -> dict[str, Path]:
+    """Random stand-ins for ImageNet files, at the smoke profile's encoder sizes (named mocks: no real weights
+    exist offline), for the code paths that read and check a weights file."""
+    import timm
+    import torch
+    import torchvision
+
+    from benchmark.runner import configure
+
+    config, _ = configure("smoke")
+    vit = timm.create_model(
+        config.vit.name,
+        pretrained=False,
+        depth=config.vit.depth,
+        img_size=config.data.image_size,
+        patch_size=config.vit.patch_size,
+    )
+    paths = {"vit": folder / "MOCK-vit-imagenet.pth", "resnet": folder / "MOCK-resnet-imagenet.pth"}
+    torch.save(vit.state_dict(), paths["vit"])
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), paths["resnet"])
+    return paths

@@ -7,12 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import timm
-import torch
-import torchvision
 
-from benchmark.runner import configure
 from benchmark.records.schema import validate_record
+from conftest import smoke_weights
 from methods import METHODS
 
 REGISTRY_ENTRIES = [(name, arch) for name, method in METHODS.items() for arch in method.archs]
@@ -22,22 +19,7 @@ REGISTRY_ENTRIES = [(name, arch) for name, method in METHODS.items() for arch in
 def workspace(tmp_path_factory) -> dict:
     """A shared cache (the phantom is generated once) and random stand-ins for ImageNet weight files."""
     root = tmp_path_factory.mktemp("run-cli")
-    config, _ = configure("smoke")
-    vit = timm.create_model(
-        config.vit.name,
-        pretrained=False,
-        depth=config.vit.depth,
-        img_size=config.data.image_size,
-        patch_size=config.vit.patch_size,
-    )
-    torch.save(vit.state_dict(), root / "vit-imagenet.pth")  # named mock: no real ImageNet weights offline
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet-imagenet.pth")
-    return {
-        "root": root,
-        "cache": root / "cache",
-        "results": root / "results",
-        "weights": {"vit": root / "vit-imagenet.pth", "resnet": root / "resnet-imagenet.pth"},
-    }
+    return {"root": root, "cache": root / "cache", "results": root / "results", "weights": smoke_weights(root)}
 
 
 def run_cli(workspace: dict, *arguments: str) -> subprocess.CompletedProcess:

@@ -28,6 +28,7 @@ from benchmark.sweep import plan as planning
 from benchmark.cli import build_parser
 from benchmark.sweep.cluster import load_cluster_profile, slurm_available
 from benchmark.errors import ConfigError
+from conftest import smoke_weights
 from benchmark.records.store import read_record
 from benchmark.records.store import record_path
 from test_ddp import assert_same_training  # pytest puts tests/ on sys.path (rootdir-less test modules)
@@ -69,8 +70,7 @@ def cluster_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def finished_sweep(cluster_profile: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("slurm-sweep")
-    weights = root / "resnet.pth"
-    weights.write_bytes(b"stand-in, deleted before any job reads it")
+    weights = smoke_weights(root)["resnet"]  # deleted before any job reads it
     grid = [
         "--methods",
         "rgmim,cross",

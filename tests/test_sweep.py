@@ -29,6 +29,7 @@ from benchmark.records.store import record_path
 from benchmark.sweep.jobs import FinetuneJob, PretrainJob
 from benchmark.sweep.manifest import PlannedJob
 from benchmark.sweep.plan import carry_over, plan_sweep, settle_pretraining
+from conftest import smoke_weights
 from test_records import make_record  # pytest puts tests/ on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,8 +111,8 @@ def test_pretraining_is_deduplicated_per_encoder(tmp_path: Path) -> None:
 
 
 def test_transfer_and_scratch_expand_to_both_encoders(tmp_path: Path) -> None:
-    weights = tmp_path / "weights.pth"
-    weights.write_bytes(b"stand-in")
+    files = smoke_weights(tmp_path)
+    weights = files["vit"]
     sweep = plan(
         tmp_path,
         "--methods",
@@ -121,7 +122,7 @@ def test_transfer_and_scratch_expand_to_both_encoders(tmp_path: Path) -> None:
         "--weights-vit",
         str(weights),
         "--weights-resnet",
-        str(weights),
+        str(files["resnet"]),
         "--dry-run",
     )
     assert sorted((job.method, job.arch) for job in sweep.jobs) == [
@@ -447,8 +448,7 @@ def test_local_executor_runs_a_tiny_sweep(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_local_executor_records_failures_and_status_shows_them(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    weights = tmp_path / "resnet.pth"
-    weights.write_bytes(b"stand-in")
+    weights = smoke_weights(tmp_path)["resnet"]
     results = tmp_path / "results"
     sweep = plan(
         tmp_path,

@@ -16,6 +16,7 @@ from benchmark.data.regions import check_mask_options, own_mask_policy, resolve_
 from benchmark.data.source import Source
 from benchmark.data.splits import class_sizes, fraction_counts, load_or_create_split, split_file_path, subset_indices
 from benchmark.paper_grid import PAPER_FRACTIONS
+from benchmark.errors import DataError
 from benchmark.files import stable_hash
 
 
@@ -57,7 +58,23 @@ def identify(data_cfg: DataConfig, region: RegionConfig) -> DatasetIdentity:
         )
     # the split first: a mismatching split file fails in a second, not after decoding every image
     header, is_train, ranks = load_or_create_split(source, fingerprint, data_cfg.split_seed, data_cfg.test_fraction, split_path)
+    check_split_usable(source, is_train, split_path)
     return DatasetIdentity(source, fingerprint, split_path, header, is_train, ranks, cache_root)
+
+
+def check_split_usable(source: Source, is_train: np.ndarray, split_path: Path) -> None:
+    """A comparison needs two classes, training images of every class and a test set to score on."""
+    labels = np.array([item.label for item in source.items])
+    if len(source.classes) < 2:
+        raise DataError(f"{source.name} dataset: one class ({source.classes[0]}); expected at least two to classify")
+    if is_train.all():
+        raise DataError(
+            f"{source.name} dataset: the split ({split_path}) leaves no test image; expected one at least (a class "
+            "of n images keeps round((1 - data.test_fraction) n) for training: 3 images per class at 0.2)"
+        )
+    empty = [name for label, name in enumerate(source.classes) if not is_train[labels == label].any()]
+    if empty:
+        raise DataError(f"{source.name} dataset: no training image of class {', '.join(empty)} in the split {split_path}")
 
 
 @dataclass

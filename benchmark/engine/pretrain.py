@@ -67,6 +67,12 @@ def pretrained_encoder(
         return PretrainedEncoder(model.arch, state, summary)
 
 
+def check_pretraining_batch(batch_size: int, pool_size: int) -> None:
+    """Pretraining drops the last partial batch (protocol §0): the pool must hold one whole batch."""
+    if batch_size > pool_size:
+        raise ConfigError(f"pretrain.batch_size={batch_size} is larger than the training pool ({pool_size} images): lower it")
+
+
 def build_optimizer(model: Pretrainer, settings: object, batch_size: int) -> tuple[torch.optim.Optimizer, float, float]:
     """(optimizer, base lr, warmup epochs) following the method's recipe (the base class of its settings).
 
@@ -128,11 +134,8 @@ def train(
     apply_fast_paths(model, device, config)
     trained = distributed.wrap(model, device)
     pool = TensorPool(data.images, data.masks if model.uses_masks else None, data.labels, data.train_idx, device)
+    check_pretraining_batch(settings.batch_size, len(pool))
     steps_per_epoch = len(pool) // settings.batch_size  # drop_last=True (protocol §0)
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"pretrain.batch_size={settings.batch_size} is larger than the training pool ({len(pool)} images): lower it"
-        )
     micro_batch = settings.batch_size // settings.accum_steps  # over all ranks; lr follows the global batch
     if micro_batch % ranks.world:
         raise ConfigError(

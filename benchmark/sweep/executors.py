@@ -11,7 +11,8 @@ from submitit.core.utils import FailedJobError
 from benchmark.sweep.cluster import make_executor, slurm_available
 from benchmark.errors import ConfigError
 from benchmark.sweep.jobs import job_callable
-from benchmark.sweep.manifest import _now, ensure_writable, write_manifest
+from benchmark.files import ensure_writable
+from benchmark.sweep.manifest import _now, write_manifest
 from benchmark.sweep.manifest import PlannedJob, Sweep
 
 

@@ -47,12 +47,12 @@ def pretrain_name(method: str, arch: str, seed: int, mask_ratio: Optional[float]
 
 def weights_problems(method: str, arch: str, config: Config) -> list[str]:
     """Why a run that starts from ImageNet weights would fail on its weights file (empty if it would not)."""
-    from methods.backbones import weights_path
+    from methods.backbones import check_weights_file
 
     if config.family(arch).weights is None:
         return [f"{method} ({arch}) needs local ImageNet weights: pass --weights-{arch} PATH"]
     try:
-        weights_path(config, arch)
+        check_weights_file(config, arch)
     except ConfigError as error:
         return [f"{method} ({arch}): {error}"]
     return []
