@@ -55,6 +55,12 @@ def add_config_options(parser: argparse.ArgumentParser, seed: bool = True) -> No
         "--mask-dir", default=None, help="your own lung masks, paired with the images by file name (with --mask-source gt)"
     )
     group.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also write per-epoch scalars for TensorBoard under DIR (optional extra: pip install -e '.[tensorboard]')",
+    )
+    group.add_argument(
         "--sam-checkpoint", default=None, help="Segment Anything checkpoint file for --mask-source sam (never downloaded)"
     )
 

@@ -21,6 +21,8 @@ from benchmark.data.splits import check_fraction
 from benchmark.engine.finetune import finetune
 from benchmark.engine.identity import encoder_key, run_id
 from benchmark.engine.probes import cached_features, probe
+from benchmark.engine.scalars import ScalarLog
+from benchmark.engine.scalars import check_available as check_tensorboard
 from benchmark.engine.pretrain import check_pretraining_batch, pretrained_encoder
 from benchmark.engine.runtime import code_version, hardware, resolve_device
 from benchmark.errors import ConfigError, RecordError
@@ -50,6 +52,7 @@ SHORTCUTS = {
     "mask_source": "region.source",
     "mask_dir": "region.mask_dir",
     "sam_checkpoint": "region.sam_checkpoint",
+    "tensorboard": "runtime.tensorboard",
 }
 
 
@@ -100,6 +103,7 @@ def execute(
     method, arch = resolve_method(method_name, arch)
     check_fraction(fraction)
     ensure_writable(Path(results) / "runs", "--results")  # now, not after minutes of training
+    check_tensorboard(config.runtime.tensorboard)
     if method.init == "imagenet":  # fail before any work when the weights file is missing or does not fit
         check_weights_file(config, arch)
     found = identify(config.data, config.region)
@@ -167,6 +171,9 @@ def run_and_record(
         features_file = root / "features" / f"{encoder_key(method, arch, config, found)}.npy"
         features, reused = cached_features(encoder, data, config, device, features_file)
         probes = {**probe(features, data, data.subset(fraction), config.probe, config.seed), "features_reused": reused}
+        scalars = ScalarLog(config.runtime.tensorboard, identifier, ranks.is_main)
+        scalars.add({f"probe/{name}_accuracy": probes[name]["accuracy"] for name in ("knn", "linear")}, 0)
+        scalars.close()
 
     checkpoint = root / "finetune" / f"{identifier}.pt"
     outcome = finetune(encoder, config, data, fraction, device, checkpoint, progress, label=identifier)

@@ -28,6 +28,7 @@ from benchmark.engine.batches import TensorPool
 from benchmark.engine.checkpoint import restore_training_state, save_training_state
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.metrics import classification_metrics
+from benchmark.engine.scalars import ScalarLog
 from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr, step_budget
 from benchmark.errors import TrainingError
 from methods.backbones import feature_dim
@@ -132,6 +133,7 @@ def finetune(
         if start_epoch:
             print(f"[finetune] resuming after {start_epoch} of {epochs} epochs", flush=True)
 
+    scalars = ScalarLog(config.runtime.tensorboard, label or "finetune", ranks.is_main)
     bar = tqdm(
         total=epochs,
         initial=start_epoch,
@@ -183,6 +185,15 @@ def finetune(
         bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{metrics['accuracy']:.3f}")
         if checkpoint_file is not None and ranks.is_main:
             save_training_state(checkpoint_file, model, optimizer, device, history, epoch + 1)
+        scalars.add(
+            {
+                "finetune/train_loss": train_loss,
+                "finetune/accuracy": metrics["accuracy"],
+                "finetune/macro_f1": metrics["macro_f1"],
+                "finetune/lr": optimizer.param_groups[0]["lr"],
+            },
+            epoch + 1,
+        )
         if ranks.is_main and not bars_enabled(progress):
             epoch_line(
                 f"finetune {label}".strip(),
@@ -194,6 +205,7 @@ def finetune(
                 img_per_s=f"{seen / max(train_time, 1e-9):.0f}",
             )
     bar.close()
+    scalars.close()
     train_time = sum(entry["train_time_s"] for entry in history)
     final = dict(history[-1])
     final_metrics = {k: final[k] for k in ("accuracy", "macro_f1", "per_class_recall", "auroc", "macro_auroc", "confusion")}

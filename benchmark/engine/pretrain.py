@@ -27,6 +27,7 @@ from benchmark.engine.batches import Batch, TensorPool
 from benchmark.engine.checkpoint import load_or_set_aside, restore_training_state, save_training_state, save_torch
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.identity import encoder_cache_key
+from benchmark.engine.scalars import ScalarLog
 from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr, step_budget
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.files import atomic_write_json
@@ -147,6 +148,7 @@ def train(
 
     history: list[dict] = []
     start_epoch, started = 0, time.time()
+    scalars = ScalarLog(config.runtime.tensorboard, f"pretrain-{checkpoint_file.parent.name}", ranks.is_main)
     # every rank loads rank 0's checkpoint: the ranks' states are equal
     history, start_epoch = restore_training_state(checkpoint_file, model, optimizer, device)
     if start_epoch:
@@ -196,6 +198,7 @@ def train(
         history.append(record)
         if ranks.is_main:
             save_training_state(checkpoint_file, model, optimizer, device, history, epoch + 1)
+            scalars.add({f"pretrain/{name}": value for name, value in record.items() if name != "epoch"}, epoch + 1)
             if not bars_enabled(progress):
                 rate = steps_done * settings.batch_size / max(record["wall_time_s"], 1e-9)
                 epoch_line(
@@ -207,6 +210,7 @@ def train(
                     img_per_s=f"{rate:.0f}",
                 )
     bar.close()
+    scalars.close()
     wall = sum(entry["wall_time_s"] for entry in history)
     images_seen = min(total_steps, epochs * steps_per_epoch) * settings.batch_size
     summary = {
