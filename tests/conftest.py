@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -76,3 +78,12 @@ def smoke_weights(folder: Path) -> dict[str, Path]:
     torch.save(vit.state_dict(), paths["vit"])
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), paths["resnet"])
     return paths
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smoke_run(cache: Path, *arguments: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m benchmark run --profile smoke --no-progress --cache-dir CACHE ...`` as a real subprocess."""
+    command = [sys.executable, "-m", "benchmark", "run", "--profile", "smoke", "--no-progress", "--cache-dir", str(cache)]
+    return subprocess.run([*command, *arguments], cwd=REPO, capture_output=True, text=True, timeout=timeout)

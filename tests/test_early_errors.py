@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 import torchvision
 
-from conftest import QU_EX_SAMPLE
+from conftest import QU_EX_SAMPLE, smoke_run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "benchmark",
-        "run",
-        "--profile",
-        "smoke",
-        "--no-progress",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        *arguments,
-    ]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return smoke_run(tmp_path / "cache", *arguments)
 
 
 def decoded_anything(tmp_path: Path) -> bool:

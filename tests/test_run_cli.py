@@ -3,13 +3,12 @@
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmark.records.schema import validate_record
-from conftest import smoke_weights
+from conftest import smoke_run, smoke_weights
 from methods import METHODS
 
 REGISTRY_ENTRIES = [(name, arch) for name, method in METHODS.items() for arch in method.archs]
@@ -23,21 +22,7 @@ def workspace(tmp_path_factory) -> dict:
 
 
 def run_cli(workspace: dict, *arguments: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "benchmark",
-        "run",
-        "--profile",
-        "smoke",
-        "--no-progress",
-        "--cache-dir",
-        str(workspace["cache"]),
-        "--results",
-        str(workspace["results"]),
-        *arguments,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return smoke_run(workspace["cache"], "--results", str(workspace["results"]), *arguments, timeout=600)
 
 
 def record_of(output: str) -> dict:
