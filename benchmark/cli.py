@@ -116,13 +116,6 @@ def data_command(args: argparse.Namespace) -> int:
         "export": commands.run_export,
         "masks": commands.run_masks,
     }
-    if (
-        args.data_command == "masks"
-        and args.source is not None
-        and args.mask_source is not None
-        and args.source != args.mask_source
-    ):
-        raise DataError(f"--source {args.source} and --mask-source {args.mask_source} disagree; give one of them")
     return handlers[args.data_command](args, config_from_args(args))
 
 
@@ -203,9 +196,6 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
             command.add_argument("--per-class", type=int, default=4, help="images per class (default 4)")
         if name == "masks":
             command.add_argument(
-                "--source", choices=MASK_SOURCES, default=None, help="mask source (default: --mask-source, else gt)"
-            )
-            command.add_argument(
                 "--evaluate",
                 action="store_true",
                 help="pixel Dice and IoU and patch-level IoU against the dataset's own masks, "
@@ -238,6 +228,9 @@ def add_report_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--results", type=Path, default=Path("results"), metavar="DIR", help="results folder holding runs/ (default: results)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="where README.md, plots/ and runs.csv go (default: --results)"
     )
     parser.set_defaults(handler=report_command)
 
@@ -349,5 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resume = (
+            "; run the same command again to resume after the last completed epoch (checkpoints are kept)"
+            if args.command in ("run", "sweep")
+            else ""
+        )
+        print(f"interrupted{resume}", file=sys.stderr)
         return 130

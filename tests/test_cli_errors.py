@@ -76,3 +76,68 @@ def test_an_official_split_is_named_official_not_by_a_test_fraction(tmp_path):
 
 def test_counts_agree_with_their_nouns():
     assert (count(1, "row"), count(2, "row"), count(1, "pretraining")) == ("1 row", "2 rows", "1 pretraining")
+
+
+def test_report_out_writes_elsewhere_and_leaves_the_results_folder_alone(tmp_path):
+    from test_records import make_record
+
+    from benchmark.records.store import write_record
+
+    record = make_record("mae", "vit", 0.05, 0)
+    write_record(tmp_path / "results" / "runs" / f"{record['run_id']}.json", record)
+    result = cli("report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "site"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "site" / "README.md").is_file() and (tmp_path / "site" / "runs.csv").is_file()
+    assert sorted(path.name for path in (tmp_path / "results").iterdir()) == ["runs"]
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    command = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        "run",
+        "--method",
+        "mae",
+        "--fraction",
+        "0.5",
+        "--profile",
+        "smoke",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--results",
+        str(tmp_path / "results"),
+        "--set",
+        "pretrain.max_steps=0",
+        "--set",
+        "pretrain.epochs=50",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "cache").glob("pretrained/*/checkpoint.pt")):
+        time.sleep(0.2)  # interrupt once the first epoch's checkpoint exists
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted; run the same command again to resume after the last completed epoch" in stderr
+
+
+def test_cached_encoders_and_checkpoints_follow_the_umask_like_records(tmp_path):
+    import os
+
+    import torch
+
+    from benchmark.engine.checkpoint import save_torch
+    from benchmark.files import atomic_write_text
+
+    previous = os.umask(0o022)
+    try:
+        save_torch({"w": torch.zeros(1)}, tmp_path / "encoder.pt")
+        atomic_write_text(tmp_path / "record.json", "{}")
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in tmp_path.iterdir()}
+    assert modes == {"encoder.pt": 0o644, "record.json": 0o644}  # readable by a group sharing the cache

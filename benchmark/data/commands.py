@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import sys
 from collections import Counter
@@ -63,13 +62,11 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_masks(args: argparse.Namespace, config: Config) -> int:
-    """``data masks --source S [--evaluate [--per-image FILE.csv]] [--preview FILE.png]``."""
+    """``data masks [--mask-source S] [--evaluate [--per-image FILE.csv]] [--preview FILE.png]``."""
     if args.per_class < 1:
         raise DataError(f"--per-class {args.per_class}: expected at least 1")
     if args.per_image is not None and not args.evaluate:
         raise DataError("--per-image writes the scores of --evaluate; add --evaluate")
-    if args.source is not None:
-        config.region = dataclasses.replace(config.region, source=args.source)
     data = _start(config)
     grid_rule = PatchGrid.of(config)
     patch_size = grid_rule.patch_size

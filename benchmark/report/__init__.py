@@ -33,7 +33,7 @@ def report_command(args: argparse.Namespace) -> int:
     # Skipped files and "no runs" become one plain "warning:" line each instead of Python's warning format.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RecordWarning)
-        readme = build_report(args.results)
+        readme = build_report(args.results, args.out)
     for warning in caught:
         if issubclass(warning.category, RecordWarning):
             print(f"warning: {warning.message}", file=sys.stderr)

@@ -193,18 +193,20 @@ def _remove_stale_plots(plots_dir: Path, keep: set[Path]) -> None:
                 path.unlink()
 
 
-def build_report(results_dir: Path) -> Path:
-    """Write README.md, figures under plots/ and runs.csv in ``results_dir``; returns the README path.
+def build_report(results_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write README.md, figures under plots/ and runs.csv in ``out_dir`` (default: ``results_dir``, whose
+    ``runs/`` the records come from); returns the README path.
 
     Unusable record files are skipped with a RecordWarning each; with no valid record at all the README
     says so (and a RecordWarning is issued) instead of failing.
     """
     results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir
     scan = scan_records(results_dir / "runs")
     for _, reason in scan.skipped:
         warnings.warn(f"skipping {reason}", RecordWarning, stacklevel=2)
     sections = grouping.group_sections(scan.records)
-    plots_dir = results_dir / PLOTS_DIR
+    plots_dir = out_dir / PLOTS_DIR
 
     lines = _header(len(scan.records), scan.skipped, results_dir)
     if not sections:
@@ -218,7 +220,7 @@ def build_report(results_dir: Path) -> Path:
         lines.append("")
     figures: set[Path] = set()
     for section in sections:
-        section_lines, section_figures = _section_markdown(section, plots_dir, results_dir)
+        section_lines, section_figures = _section_markdown(section, plots_dir, out_dir)
         lines += section_lines
         figures.update(section_figures)
     _remove_stale_plots(plots_dir, figures)
@@ -227,7 +229,7 @@ def build_report(results_dir: Path) -> Path:
     if not frame.empty:
         kept = {record["run_id"] for section in sections for record in section.records}
         frame["superseded"] = ~frame["run_id"].isin(kept)
-    atomic_write_text(results_dir / RUNS_CSV, frame.to_csv(index=False))
-    readme = results_dir / README
+    atomic_write_text(out_dir / RUNS_CSV, frame.to_csv(index=False))
+    readme = out_dir / README
     atomic_write_text(readme, "\n".join(lines).rstrip() + "\n")
     return readme
