@@ -141,3 +141,16 @@ def test_cached_encoders_and_checkpoints_follow_the_umask_like_records(tmp_path)
         os.umask(previous)
     modes = {path.name: path.stat().st_mode & 0o777 for path in tmp_path.iterdir()}
     assert modes == {"encoder.pt": 0o644, "record.json": 0o644}  # readable by a group sharing the cache
+
+
+def test_a_folder_dataset_inside_an_archive_folder_is_found_like_the_known_layouts(tmp_path, data_config):
+    from benchmark.data.layouts import open_source
+
+    for name in ("A", "B"):
+        images = sorted((QU_EX_SAMPLE / "Val" / "Normal" / "images").iterdir())[:3]
+        (tmp_path / "download" / "MyData" / name / "images").mkdir(parents=True)
+        for image in images:
+            (tmp_path / "download" / "MyData" / name / "images" / image.name).write_bytes(image.read_bytes())
+    source = open_source(data_config(tmp_path / "download", dataset="folder", missing_masks="allow"))
+    assert source.classes == ("A", "B") and source.root == tmp_path / "download" / "MyData"
+    assert source.items[0].key.startswith("A/images/")  # keys relative to the dataset folder: the same fingerprint

@@ -150,10 +150,17 @@ def detect_layout(root: Path, data_cfg: DataConfig) -> tuple[str, Path]:
                 f"{root}: not a COVID-QU-Ex folder; expected Train/, Val/ and Test/ folders, "
                 f"directly or under one of {', '.join(QU_EX_PARTS)}"
             )
-    if any((root / entry / data_cfg.images_dir).is_dir() for entry in _visible_dirs(root)):
-        return "folder", root
+    for candidate in (root, *_only_subfolder(root)):  # an archive's top folder is descended into, as above
+        if any((candidate / entry / data_cfg.images_dir).is_dir() for entry in _visible_dirs(candidate)):
+            return "folder", candidate
     found = ", ".join(sorted(_visible_names(root))[:SHOWN_NAMES]) or "nothing"
     raise DataError(f"{root}: matches no known dataset layout (found: {found}); expected one of: {LAYOUT_HELP}")
+
+
+def _only_subfolder(root: Path) -> tuple[Path, ...]:
+    """(the single visible sub-folder,) when ``root`` holds nothing else, else ()."""
+    entries = _visible_names(root)
+    return (root / entries[0],) if len(entries) == 1 and (root / entries[0]).is_dir() else ()
 
 
 def read_image(path: Path) -> np.ndarray:
