@@ -116,6 +116,7 @@ def test_full_report_has_every_table(full_report) -> None:
     ]
     assert "Image size 64 px" in readme and "vit_tiny_patch16_224" in readme  # from the cpu config
     assert "Pretraining: 10 epochs, batch 64" in readme
+    assert "Device `cpu`" in readme  # the device the runs used (hardware.device), not the config's "auto"
 
 
 def test_table2_cells_mean_std_n_bold_and_paper(tmp_path: Path) -> None:
