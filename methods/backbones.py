@@ -89,16 +89,20 @@ def read_weights(path: Path, option: str) -> dict[str, torch.Tensor]:
             raise ConfigError(f"{option} {path}: not a safetensors file ({str(error)[:120]})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except Exception as error:  # UnpicklingError (objects, or not a pickle), RuntimeError (bad zip), EOFError, ...
+        first = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        with open(path, "rb") as handle:
+            start = handle.read(2)
+        # a zip archive (torch.save) or a raw pickle (b"\x80" + protocol) that weights_only refused holds objects
+        if isinstance(error, pickle.UnpicklingError) and (start == b"PK" or start[:1] == b"\x80"):
+            raise ConfigError(
+                f"{option} {path}: holds Python objects besides tensors (a pickled model or training checkpoint); "
+                "rgmim-bench loads plain state dicts only and never runs code from a file: save model.state_dict() "
+                "with torch.save and pass that file"
+            ) from None
         raise ConfigError(
-            f"{option} {path}: holds Python objects besides tensors (a pickled model or training checkpoint); "
-            "rgmim-bench loads plain state dicts only and never runs code from a file: save model.state_dict() "
-            "with torch.save and pass that file"
-        ) from None
-    except Exception as error:  # RuntimeError (not a zip archive), EOFError (truncated), ...
-        raise ConfigError(
-            f"{option} {path}: not a PyTorch weights file ({str(error).splitlines()[0][:120] or type(error).__name__}); "
-            "expected a state dict saved with torch.save, or a .safetensors file"
+            f"{option} {path}: not a PyTorch weights file ({first}); expected a state dict saved with torch.save, "
+            "or a .safetensors file"
         ) from None
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts around the state dict
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
