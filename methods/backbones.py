@@ -100,8 +100,10 @@ def read_weights(path: Path, option: str) -> dict[str, torch.Tensor]:
                 "rgmim-bench loads plain state dicts only and never runs code from a file: save model.state_dict() "
                 "with torch.save and pass that file"
             ) from None
+        # torch's own text for a refused pickle suggests turning the protection off: not repeated here
+        reason = "its bytes are no torch.save archive" if isinstance(error, pickle.UnpicklingError) else first
         raise ConfigError(
-            f"{option} {path}: not a PyTorch weights file ({first}); expected a state dict saved with torch.save, "
+            f"{option} {path}: not a PyTorch weights file ({reason}); expected a state dict saved with torch.save, "
             "or a .safetensors file"
         ) from None
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts around the state dict
