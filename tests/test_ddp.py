@@ -56,7 +56,7 @@ def refuse_writes(monkeypatch_targets: list[tuple[object, str]]) -> None:
 
 
 def run_worker(rank: int, port: int, cache: str, results: str, out: str) -> None:
-    import benchmark.engine.finetune as finetune_module
+    import benchmark.engine.checkpoint as checkpoint_module
     import benchmark.runner as runner_module
 
     join_as(rank, port)
@@ -64,9 +64,9 @@ def run_worker(rank: int, port: int, cache: str, results: str, out: str) -> None
         refuse_writes(
             [
                 (runner_module, "write_record"),
-                (pretrain_module, "save_torch"),
-                (pretrain_module, "save_json"),
-                (finetune_module, "save_torch"),
+                (pretrain_module, "save_torch"),  # the cached encoder
+                (pretrain_module, "atomic_write_json"),  # its summary
+                (checkpoint_module, "save_torch"),  # every per-epoch checkpoint of both engines
             ]
         )
     config, _ = configure("smoke", [f"data.cache_dir={cache}", *OVERRIDES])
@@ -150,13 +150,15 @@ def test_a_checkpoint_resumes_under_ddp_to_the_uninterrupted_weights(tmp_path, m
     data, device, method = prepare(config.data, config.region, progress=False), torch.device("cpu"), METHODS["rgmim"]
     _, straight = pretrain_module.train(method, config, data, device, tmp_path / "straight.pt", progress=False)
 
-    real_save = pretrain_module.save_torch
+    import benchmark.engine.checkpoint as checkpoint_module
 
-    def save_then_stop(obj, path):
+    real_save = checkpoint_module.save_torch
+
+    def save_then_stop(obj, path):  # both engines checkpoint through checkpoint.save_training_state
         real_save(obj, path)
         raise Stop()
 
-    monkeypatch.setattr(pretrain_module, "save_torch", save_then_stop)
+    monkeypatch.setattr(checkpoint_module, "save_torch", save_then_stop)
     with pytest.raises(Stop):
         pretrain_module.train(method, config, data, device, tmp_path / "resumed.pt", progress=False)
     monkeypatch.undo()
