@@ -16,7 +16,7 @@ from filelock import FileLock
 from benchmark import distributed
 from benchmark.config import Config, build_config, describe_changes, to_dict
 from benchmark.data.cache import resolve_cache_root
-from benchmark.data.prepare import DatasetIdentity, identify, prepare
+from benchmark.data.prepare import DatasetIdentity, check_split_usable, identify, prepare
 from benchmark.data.splits import check_fraction
 from benchmark.engine.finetune import finetune
 from benchmark.engine.identity import encoder_key, run_id
@@ -107,7 +107,8 @@ def execute(
     if method.init == "imagenet":  # fail before any work when the weights file is missing or does not fit
         check_weights_file(config, arch)
     found = identify(config.data, config.region)
-    if method.build_pretrainer is not None:  # before any image is decoded
+    check_split_usable(found.source, found.is_train, found.split_file)  # before any image is decoded
+    if method.build_pretrainer is not None:
         check_pretraining_batch(config.pretrain.batch_size, int(found.is_train.sum()))
     identifier = run_id(method, arch, fraction, config, found)
     destination = record_path(results, identifier)

@@ -58,12 +58,12 @@ def identify(data_cfg: DataConfig, region: RegionConfig) -> DatasetIdentity:
         )
     # the split first: a mismatching split file fails in a second, not after decoding every image
     header, is_train, ranks = load_or_create_split(source, fingerprint, data_cfg.split_seed, data_cfg.test_fraction, split_path)
-    check_split_usable(source, is_train, split_path)
     return DatasetIdentity(source, fingerprint, split_path, header, is_train, ranks, cache_root)
 
 
 def check_split_usable(source: Source, is_train: np.ndarray, split_path: Path) -> None:
-    """A comparison needs two classes, training images of every class and a test set to score on."""
+    """A run needs two classes, training images of every class and a test set to score on (the data
+    commands do not: scoring the masks of a one-class sample is fine)."""
     labels = np.array([item.label for item in source.items])
     if len(source.classes) < 2:
         raise DataError(f"{source.name} dataset: one class ({source.classes[0]}); expected at least two to classify")
