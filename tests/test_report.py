@@ -305,7 +305,7 @@ def test_table2_compute_counts_each_pretraining_once_per_seed() -> None:
     records[-1]["pretrain"]["cache_key"] = "rgmim-vit-0-m0.5"
     runs = records_frame(records)
     # 120 s pretraining once + fine-tunings 60·f + 5 s: (8 + 65) for RGMIM and 65 for scratch
-    assert table2_compute_markdown(runs) == "- seed 0: 4.3 min (2 rows, 1 pretrainings, 3 fine-tunings)"
+    assert table2_compute_markdown(runs) == "- seed 0: 4.3 min (2 rows, 1 pretraining, 3 fine-tunings)"
 
 
 def test_probe_tables_show_the_frozen_feature_accuracies_with_paired_cis(tmp_path: Path) -> None:
