@@ -95,6 +95,23 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def probe_command(args: argparse.Namespace) -> int:
+    from benchmark.files import atomic_write_json, ensure_writable
+    from benchmark.runner import probe_only, probe_table, resolve_method
+    from benchmark.sweep.grid import parse_fractions
+
+    resolve_method(args.method, args.arch)
+    fractions = parse_fractions(args.fractions)
+    if args.json is not None:
+        ensure_writable(args.json.parent, "--json")  # now, not after pretraining
+    summary = probe_only(args.method, fractions, config_from_args(args), arch=args.arch, progress=not args.no_progress)
+    print(probe_table(summary), flush=True)
+    if args.json is not None:
+        atomic_write_json(args.json, summary)
+        print(f"[probe] wrote {args.json}", flush=True)
+    return 0
+
+
 def methods_command(args: argparse.Namespace) -> int:
     from methods import METHODS
 
@@ -169,6 +186,25 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_options(run)
     run.set_defaults(handler=run_command)
+
+
+def add_probe_parser(commands: argparse._SubParsersAction) -> None:
+    probe = commands.add_parser(
+        "probe",
+        help="kNN and linear probe of a method's frozen starting encoder at every label fraction, no fine-tuning",
+        description="Pretrain (or reuse the cached encoder that runs use), extract its frozen features once and "
+        "score the weighted kNN and the linear probe at each label fraction on the test set. Prints a table; "
+        "writes no run record (a run's record holds the probes of its own fraction).",
+    )
+    probe.add_argument("--method", required=True, help="a registry name (see `python -m benchmark methods`)")
+    probe.add_argument("--arch", choices=["vit", "resnet"], default=None, help="encoder for transfer/scratch")
+    probe.add_argument("--fractions", default="paper", help="paper (default: 1, 5, 10, 50, 100 %%) or comma-separated")
+    probe.add_argument("--mask-ratio", type=float, default=None, help="MIM mask ratio sigma (T1: 0.75); sets METHOD.mask_ratio")
+    probe.add_argument("--weights", default=None, help="local ImageNet weights file (transfer, cross)")
+    probe.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON to FILE")
+    probe.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_options(probe)
+    probe.set_defaults(handler=probe_command)
 
 
 def add_data_parser(commands: argparse._SubParsersAction) -> None:
@@ -326,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run_parser(commands)
+    add_probe_parser(commands)
     listing = commands.add_parser("methods", help="list the registry: backbone, pretext task, reference")
     listing.set_defaults(handler=methods_command)
     for add in (add_data_parser, add_report_parser, add_sweep_parser, add_status_parser, add_bench_parser):

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
+from torch import nn
 
 from benchmark import distributed
 from benchmark.config import Config, build_config, describe_changes, to_dict
 from benchmark.data.cache import resolve_cache_root
-from benchmark.data.prepare import DatasetIdentity, check_split_usable, identify, prepare
+from benchmark.data.prepare import DatasetIdentity, PreparedData, check_split_usable, identify, prepare
 from benchmark.data.splits import check_fraction
 from benchmark.engine.finetune import finetune
 from benchmark.engine.identity import encoder_key, run_id
@@ -90,6 +91,17 @@ def pretrain_only(method_name: str, config: Config, progress: bool = True) -> di
     return pretrained_encoder(method, config, data, resolve_device(config), resolve_cache_root(config.data), progress).summary
 
 
+def check_before_work(method: Method, arch: str, config: Config) -> DatasetIdentity:
+    """Everything that can be checked before an image is decoded or a step is taken; the dataset's identity."""
+    if method.init == "imagenet":  # the weights file is missing or does not fit
+        check_weights_file(config, arch)
+    found = identify(config.data, config.region)
+    check_split_usable(found.source, found.is_train, found.split_file)
+    if method.build_pretrainer is not None:
+        check_pretraining_batch(config.pretrain.batch_size, int(found.is_train.sum()))
+    return found
+
+
 def execute(
     method_name: str,
     fraction: float,
@@ -104,12 +116,7 @@ def execute(
     check_fraction(fraction)
     ensure_writable(Path(results) / "runs", "--results")  # now, not after minutes of training
     check_tensorboard(config.runtime.tensorboard)
-    if method.init == "imagenet":  # fail before any work when the weights file is missing or does not fit
-        check_weights_file(config, arch)
-    found = identify(config.data, config.region)
-    check_split_usable(found.source, found.is_train, found.split_file)  # before any image is decoded
-    if method.build_pretrainer is not None:
-        check_pretraining_batch(config.pretrain.batch_size, int(found.is_train.sum()))
+    found = check_before_work(method, arch, config)
     identifier = run_id(method, arch, fraction, config, found)
     destination = record_path(results, identifier)
     if destination.exists() and not force:
@@ -121,7 +128,7 @@ def execute(
     with FileLock(str(locks / f"{identifier}.lock")) if distributed.current().is_main else contextlib.nullcontext():
         if not force and distributed.main_decides(destination.exists()):
             return reused_record(destination, results)
-        return run_and_record(method, arch, fraction, config, results, found, identifier, device, progress)
+        return run_and_record(method, arch, fraction, config, results, destination, found, identifier, device, progress)
 
 
 def reused_record(destination: Path, results: Path) -> dict:
@@ -134,19 +141,103 @@ def reused_record(destination: Path, results: Path) -> dict:
     return record
 
 
+def starting_encoder(
+    method: Method, arch: str, config: Config, data: PreparedData, device: torch.device, root: Path, progress: bool
+) -> tuple[nn.Module, dict | None]:
+    """The encoder fine-tuning starts from: pretrained (or reused from the cache), ImageNet weights or random;
+    with the pretraining summary of the first."""
+    drop_path = config.finetune.drop_path if arch == "vit" else 0.0
+    if method.build_pretrainer is not None:
+        pretrained = pretrained_encoder(method, config, data, device, root, progress)
+        encoder = build_encoder(config, arch, drop_path=drop_path)
+        encoder.load_state_dict(pretrained.state)
+        return encoder, pretrained.summary
+    if method.init == "imagenet":
+        return load_imagenet_encoder(config, arch, drop_path=drop_path), None
+    torch.manual_seed(config.seed)
+    return build_encoder(config, arch, drop_path=drop_path), None
+
+
+def frozen_probes(
+    method: Method,
+    arch: str,
+    config: Config,
+    found: DatasetIdentity,
+    data: PreparedData,
+    encoder: nn.Module,
+    device: torch.device,
+    fractions: tuple[float, ...],
+) -> dict[float, dict]:
+    """kNN and linear-probe results of the encoder's frozen features at each fraction; the features are
+    extracted once per encoder and dataset (cached under the encoder key) and shared by every fraction."""
+    features_file = found.cache_root / "features" / f"{encoder_key(method, arch, config, found)}.npy"
+    features, reused = cached_features(encoder, data, config, device, features_file)
+    return {
+        fraction: {**probe(features, data, data.subset(fraction), config.probe, config.seed), "features_reused": reused}
+        for fraction in fractions
+    }
+
+
+def probe_only(
+    method_name: str, fractions: tuple[float, ...], config: Config, arch: str | None = None, progress: bool = True
+) -> dict:
+    """The frozen-feature probes of a method's starting encoder at every fraction, without fine-tuning: what
+    ``probe`` prints. Pretraining is reused from (or added to) the cache that runs use."""
+    method, arch = resolve_method(method_name, arch)
+    for fraction in fractions:
+        check_fraction(fraction)
+    found = check_before_work(method, arch, config)
+    device = resolve_device(config)
+    print(f"[probe] config: {describe_changes(config)}", file=sys.stderr)
+    data = prepare(config.data, config.region, progress=progress, found=found)
+    encoder, pretrain_summary = starting_encoder(method, arch, config, data, device, found.cache_root, progress)
+    results = frozen_probes(method, arch, config, found, data, encoder, device, fractions)
+    return {
+        "method": method.name,
+        "arch": arch,
+        "seed": config.seed,
+        "profile": config.profile,
+        "dataset": data.describe(),
+        "classes": len(data.classes),
+        "test": int(len(data.test_idx)),
+        "encoder_key": encoder_key(method, arch, config, found),
+        "pretrain": pretrain_summary,
+        "probe_settings": to_dict(config)["probe"],
+        "fractions": [{"fraction": fraction, **result} for fraction, result in results.items()],
+    }
+
+
+def probe_table(summary: dict) -> str:
+    """The probe command's printout: one line per fraction, beside chance."""
+    chance = 1 / summary["classes"]
+    lines = [
+        f"[probe] {summary['method']}-{summary['arch']} seed {summary['seed']}, frozen starting encoder "
+        f"{summary['encoder_key']}; {summary['test']} test images, chance {chance:.4f}",
+        f"  {'fraction':>8} {'labels':>6}  {'kNN acc':>7} {'macro-F1':>8} {'AUROC':>6}"
+        f"  {'linear acc':>10} {'macro-F1':>8} {'AUROC':>6}",
+    ]
+    for row in summary["fractions"]:
+        knn, linear = row["knn"], row["linear"]
+        lines.append(
+            f"  {row['fraction']:>8g} {row['subset_size']:>6}  {knn['accuracy']:>7.4f} {knn['macro_f1']:>8.4f} "
+            f"{knn['macro_auroc']:>6.4f}  {linear['accuracy']:>10.4f} {linear['macro_f1']:>8.4f} {linear['macro_auroc']:>6.4f}"
+        )
+    return "\n".join(lines)
+
+
 def run_and_record(
     method: Method,
     arch: str,
     fraction: float,
     config: Config,
     results: Path,
+    destination: Path,
     found: DatasetIdentity,
     identifier: str,
     device: torch.device,
     progress: bool,
 ) -> dict:
-    """Pretrain (or reuse), probe, fine-tune and write the record of one run."""
-    destination = record_path(results, identifier)
+    """Pretrain (or reuse), probe, fine-tune and write the record of one run to ``destination``."""
     started_at = datetime.now(timezone.utc).isoformat()
     ranks = distributed.current()
     if ranks.is_main:
@@ -154,24 +245,11 @@ def run_and_record(
     data = prepare(config.data, config.region, progress=progress, found=found)
     root = found.cache_root
 
-    pretrain_summary = None
-    drop_path = config.finetune.drop_path if arch == "vit" else 0.0
-    if method.build_pretrainer is not None:
-        pretrained = pretrained_encoder(method, config, data, device, root, progress)
-        encoder = build_encoder(config, arch, drop_path=drop_path)
-        encoder.load_state_dict(pretrained.state)
-        pretrain_summary = pretrained.summary
-    elif method.init == "imagenet":
-        encoder = load_imagenet_encoder(config, arch, drop_path=drop_path)
-    else:
-        torch.manual_seed(config.seed)
-        encoder = build_encoder(config, arch, drop_path=drop_path)
-
+    encoder, pretrain_summary = starting_encoder(method, arch, config, data, device, root, progress)
     probes = None
-    if config.probe.enabled:  # the starting encoder, before fine-tuning changes it
-        features_file = root / "features" / f"{encoder_key(method, arch, config, found)}.npy"
-        features, reused = cached_features(encoder, data, config, device, features_file)
-        probes = {**probe(features, data, data.subset(fraction), config.probe, config.seed), "features_reused": reused}
+    # the starting encoder, before fine-tuning changes it; rank 0 alone (probing draws no shared randomness)
+    if config.probe.enabled and ranks.is_main:
+        probes = frozen_probes(method, arch, config, found, data, encoder, device, (fraction,))[fraction]
         scalars = ScalarLog(config.runtime.tensorboard, identifier, ranks.is_main)
         scalars.add({f"probe/{name}_accuracy": probes[name]["accuracy"] for name in ("knn", "linear")}, 0)
         scalars.close()

@@ -83,7 +83,7 @@ def smoke_weights(folder: Path) -> dict[str, Path]:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def smoke_run(cache: Path, *arguments: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m benchmark run --profile smoke --no-progress --cache-dir CACHE ...`` as a real subprocess."""
-    command = [sys.executable, "-m", "benchmark", "run", "--profile", "smoke", "--no-progress", "--cache-dir", str(cache)]
+def smoke_run(cache: Path, *arguments: str, command: str = "run", timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m benchmark COMMAND --profile smoke --no-progress --cache-dir CACHE ...`` as a real subprocess."""
+    command = [sys.executable, "-m", "benchmark", command, "--profile", "smoke", "--no-progress", "--cache-dir", str(cache)]
     return subprocess.run([*command, *arguments], cwd=REPO, capture_output=True, text=True, timeout=timeout)

@@ -87,3 +87,34 @@ def test_the_result_summary_names_chance_the_probes_and_the_baselines_and_repeat
     reused = capsys.readouterr().out
     assert "finished record exists, reusing it" in reused
     assert reused.split("(--force reruns)\n", 1)[1] == fresh  # the same summary as the fresh run
+
+
+def test_the_probe_command_scores_every_fraction_from_one_extraction_and_runs_reuse_its_numbers(tmp_path):
+    import json
+
+    from conftest import smoke_run
+
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    probed = smoke_run(cache, "--method", "mae", "--fractions", "0.1,1.0", "--json", str(tmp_path / "p.json"), command="probe")
+    assert probed.returncode == 0, probed.stderr
+    assert "chance 0.2500" in probed.stdout and "linear acc" in probed.stdout
+    summary = json.loads((tmp_path / "p.json").read_text())
+    rows = {row["fraction"]: row for row in summary["fractions"]}
+    assert list(rows) == [0.1, 1.0] and rows[0.1]["subset_size"] < rows[1.0]["subset_size"]
+    assert [row["features_reused"] for row in rows.values()] == [False, False]  # one extraction for both
+    assert summary["pretrain"]["reused"] is False
+    # a run of the same encoder reuses its pretraining and its features, and scores the same probes
+    ran = smoke_run(cache, "--method", "mae", "--fraction", "0.1", "--results", str(results))
+    assert ran.returncode == 0, ran.stderr
+    record = json.loads(next((results / "runs").glob("*.json")).read_text())
+    assert record["pretrain"]["reused"] is True and record["probes"]["features_reused"] is True
+    assert record["probes"]["knn"] == rows[0.1]["knn"] and record["probes"]["linear"] == rows[0.1]["linear"]
+
+
+def test_the_probe_command_names_a_bad_fraction_before_any_work(tmp_path):
+    from conftest import smoke_run
+
+    failed = smoke_run(tmp_path / "cache", "--method", "mae", "--fractions", "0.1,2", command="probe")
+    assert failed.returncode == 2
+    assert "--fractions" in failed.stderr and "2" in failed.stderr
+    assert not (tmp_path / "cache").exists()
