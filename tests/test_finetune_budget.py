@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from benchmark.engine.runtime import finetune_plan, pretrain_plan
 from benchmark.runner import configure, execute
 
 
@@ -20,6 +21,11 @@ def test_min_steps_cycles_a_small_subset_and_the_schedule_follows_the_real_steps
     # warm-up and cosine follow the real number of steps: near the end after 10 steps, not halfway after 2
     assert cycled["history"][-1]["lr"] < 0.1 * summary["base_lr"] < plain["history"][-1]["lr"]
     assert cycled["run_id"] != plain["run_id"] and cycled["probes"] is None
+    # the plan `bench --grid` predicts from counts the images the engine trained on
+    for record, config in ((plain, plain_config), (cycled, cycled_config)):
+        planned = finetune_plan(record["dataset"]["finetune_subset"], config.finetune, announce=False)
+        assert planned.images == sum(epoch["train_images"] for epoch in record["history"])
+        assert planned.total_steps == record["finetune"]["steps"]
 
 
 def test_max_steps_caps_both_engines_and_the_record_says_what_ran(tmp_path, capsys):
@@ -37,6 +43,8 @@ def test_max_steps_caps_both_engines_and_the_record_says_what_ran(tmp_path, caps
     assert (pretrain["steps"], pretrain["epochs"], pretrain["configured_epochs"]) == (2, 1, 5)
     assert (finetune["steps"], finetune["epochs"], finetune["configured_epochs"]) == (3, 1, 4)  # 6 steps an epoch
     assert len(record["history"]) == 1 and record["history"][0]["train_images"] == 3 * 16
+    assert finetune_plan(record["dataset"]["finetune_subset"], config.finetune, announce=False).images == 3 * 16
+    assert pretrain_plan(record["dataset"]["train_pool"], config.pretrain, announce=False).images == 2 * 16
     warned = capsys.readouterr().err
     assert "pretrain.max_steps=2 stops the run after 2 steps: 1 of the 5 configured epochs" in warned
     assert "finetune.max_steps=3 stops the run after 3 steps: 1 of the 4 configured epochs" in warned

@@ -29,7 +29,7 @@ from benchmark.engine.checkpoint import restore_training_state, save_training_st
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.metrics import classification_metrics
 from benchmark.engine.scalars import ScalarLog
-from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr, step_budget
+from benchmark.engine.runtime import autocast, finetune_plan, lr_at, scaled_lr, set_lr
 from benchmark.errors import TrainingError
 from methods.backbones import feature_dim
 
@@ -118,11 +118,8 @@ def finetune(
     train_pool = TensorPool(data.images, None, data.labels, subset, device)
     test_block = data.test_idx[distributed.contiguous_share(len(data.test_idx))]
     test_pool = TensorPool(data.images, None, data.labels, test_block, device)
-    one_pass = math.ceil(len(train_pool) / settings.batch_size)  # no drop_last: 1 % may be tiny
-    # min_steps: a small subset is cycled (passes per epoch) until the run takes at least that many steps
-    steps_per_epoch = max(one_pass, math.ceil(settings.min_steps / settings.epochs))
-    passes = math.ceil(steps_per_epoch / one_pass)
-    total_steps, epochs = step_budget(steps_per_epoch, settings.epochs, settings.max_steps, "finetune")
+    plan = finetune_plan(len(train_pool), settings)
+    steps_per_epoch, passes, total_steps, epochs = plan.steps_per_epoch, plan.passes_per_epoch, plan.total_steps, plan.epochs
     optimizer, base_lr = build_optimizer(model, config)
     view = training_view(config)
 

@@ -28,7 +28,7 @@ from benchmark.engine.checkpoint import load_or_set_aside, restore_training_stat
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.identity import encoder_cache_key
 from benchmark.engine.scalars import ScalarLog
-from benchmark.engine.runtime import autocast, lr_at, scaled_lr, set_lr, step_budget
+from benchmark.engine.runtime import autocast, lr_at, pretrain_plan, scaled_lr, set_lr
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.files import atomic_write_json
 from methods.base import AdamWRecipe, Method, Pretrainer
@@ -136,14 +136,14 @@ def train(
     trained = distributed.wrap(model, device)
     pool = TensorPool(data.images, data.masks if model.uses_masks else None, data.labels, data.train_idx, device)
     check_pretraining_batch(settings.batch_size, len(pool))
-    steps_per_epoch = len(pool) // settings.batch_size  # drop_last=True (protocol §0)
+    plan = pretrain_plan(len(pool), settings)
+    steps_per_epoch, total_steps, epochs = plan.steps_per_epoch, plan.total_steps, plan.epochs
     micro_batch = settings.batch_size // settings.accum_steps  # over all ranks; lr follows the global batch
     if micro_batch % ranks.world:
         raise ConfigError(
             f"pretrain.batch_size / accum_steps = {micro_batch} does not split over {ranks.world} "
             f"ranks: make it a multiple of the number of processes"
         )
-    total_steps, epochs = step_budget(steps_per_epoch, settings.epochs, settings.max_steps, "pretrain")
     optimizer, base_lr, warmup_epochs = build_optimizer(model, config.method(method.name), settings.batch_size)
 
     history: list[dict] = []

@@ -8,13 +8,14 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmark.config import Config
+from benchmark.config import Config, FinetuneConfig, PretrainConfig
 from benchmark.errors import ConfigError
 from benchmark import distributed
 
@@ -56,20 +57,52 @@ def autocast(device: torch.device, config: Config) -> Iterator[None]:
         yield
 
 
-def step_budget(steps_per_epoch: int, epochs: int, max_steps: int, stage: str) -> tuple[int, int]:
+def step_budget(steps_per_epoch: int, epochs: int, max_steps: int, stage: str, announce: bool = True) -> tuple[int, int]:
     """(total steps, epochs that run): ``max_steps`` caps the total in both engines, and says so on stderr when
     it cuts the configured epochs, so that nobody reads a configured length that did not happen."""
     total = steps_per_epoch * epochs
     if max_steps and max_steps < total:
         total = max_steps
         ran = math.ceil(total / steps_per_epoch)
-        print(
-            f"[{stage}] {stage}.max_steps={max_steps} stops the run after {total} steps: {ran} of the "
-            f"{epochs} configured epochs",
-            file=sys.stderr,
-            flush=True,
-        )
+        if announce:
+            print(
+                f"[{stage}] {stage}.max_steps={max_steps} stops the run after {total} steps: {ran} of the "
+                f"{epochs} configured epochs",
+                file=sys.stderr,
+                flush=True,
+            )
     return total, math.ceil(total / steps_per_epoch)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How long a training stage runs, known before it starts; the engines and ``bench --grid`` share it."""
+
+    steps_per_epoch: int
+    passes_per_epoch: int  # passes over the training images per epoch (> 1: a small subset cycled)
+    total_steps: int
+    epochs: int
+    images: int  # training images processed in all
+
+
+def pretrain_plan(pool_size: int, settings: PretrainConfig, announce: bool = True) -> StepPlan:
+    steps_per_epoch = pool_size // settings.batch_size  # drop_last=True (protocol §0)
+    total, epochs = step_budget(steps_per_epoch, settings.epochs, settings.max_steps, "pretrain", announce)
+    return StepPlan(steps_per_epoch, 1, total, epochs, total * settings.batch_size)
+
+
+def finetune_plan(subset_size: int, settings: FinetuneConfig, announce: bool = True) -> StepPlan:
+    one_pass = math.ceil(subset_size / settings.batch_size)  # no drop_last: 1 % may be tiny
+    # min_steps: a small subset is cycled (passes per epoch) until the run takes at least that many steps
+    steps_per_epoch = max(one_pass, math.ceil(settings.min_steps / settings.epochs))
+    passes = math.ceil(steps_per_epoch / one_pass)
+    total, epochs = step_budget(steps_per_epoch, settings.epochs, settings.max_steps, "finetune", announce)
+
+    def images(steps: int) -> int:  # whole passes, then full batches of the next one
+        return steps // one_pass * subset_size + steps % one_pass * settings.batch_size
+
+    full_epochs, last = divmod(total, steps_per_epoch)
+    return StepPlan(steps_per_epoch, passes, total, epochs, full_epochs * images(steps_per_epoch) + images(last))
 
 
 def scaled_lr(blr: float, batch_size: int) -> float:
