@@ -349,6 +349,12 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
         "interleaved, and print our speed-up over it",
     )
     bench.add_argument(
+        "--grid",
+        default=None,
+        metavar="table2",
+        help="predict the wall time of one seed of Table 2 here from measured steps of every row (ignores --method)",
+    )
+    bench.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON to FILE ('-': to stdout)"
     )
     add_config_options(bench)

@@ -65,3 +65,28 @@ def test_the_reference_is_for_masked_image_modeling_only(tmp_path):
     result = bench(tmp_path, "--method", "simsiam", "--compare-reference")
     assert result.returncode == 2
     assert "use --method mae or rgmim" in result.stderr
+
+
+def test_the_table2_prediction_times_every_row_and_counts_the_steps_the_engines_plan(tmp_path):
+    from benchmark.engine.runtime import finetune_plan
+    from benchmark.runner import configure
+
+    result = bench(tmp_path, "--grid", "table2", "--set", "finetune.min_steps=5", "--json", str(tmp_path / "grid.json"))
+    assert result.returncode == 0, result.stderr
+    assert "whole seed as one local sweep" in result.stdout
+    prediction = json.loads((tmp_path / "grid.json").read_text())
+    rows = {row["row"]: row for row in prediction["rows"]}
+    assert len(rows) == 10  # Transfer and Cross timed from stand-in weights: none exist offline
+    assert rows["Cross"]["pretrain_s"] > 0 and rows["Transfer (ResNet)"]["pretrain_s"] == 0
+    for row in rows.values():
+        assert row["finetune_s"] > 0 and row["evaluation_s"] > 0 and row["probe_s"] > 0
+        assert row["compute_s"] == pytest.approx(row["pretrain_s"] + row["finetune_s"] + row["evaluation_s"])
+    config, _ = configure("smoke", ["finetune.min_steps=5"])
+    planned = [finetune_plan(size, config.finetune, announce=False).total_steps for size in prediction["subset_sizes"]]
+    assert rows["MAE"]["finetune_steps"] == rows["BYOL"]["finetune_steps"] == planned
+    assert prediction["total_s"] > prediction["compute_s"] > 0
+
+
+def test_bench_names_an_unknown_grid(tmp_path):
+    result = bench(tmp_path, "--grid", "table9")
+    assert result.returncode == 2 and "--grid 'table9': expected table2" in result.stderr

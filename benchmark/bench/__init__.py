@@ -116,8 +116,18 @@ def table(report: dict) -> str:
 def bench_command(args: argparse.Namespace, config: Config) -> int:
     if args.steps < 1 or args.warmup < 0:
         raise ConfigError("--steps must be at least 1 and --warmup at least 0")
-    report = run_bench(args.method, args.arch, config, args.steps, args.warmup, args.compare_reference)
-    print(table(report), flush=True)
+    if args.grid is not None:
+        if args.grid != "table2":
+            raise ConfigError(f"--grid {args.grid!r}: expected table2")
+        if args.compare_reference:
+            raise ConfigError("--grid table2 predicts a sweep's cost; --compare-reference is for one method's bench")
+        from benchmark.bench.grid import grid_table, predict_table2
+
+        report = predict_table2(config, args.steps, args.warmup, progress=lambda line: print(line, file=sys.stderr))
+        print(grid_table(report), flush=True)
+    else:
+        report = run_bench(args.method, args.arch, config, args.steps, args.warmup, args.compare_reference)
+        print(table(report), flush=True)
     if args.json is not None:
         text = json.dumps(report, indent=2, default=str)
         if str(args.json) == "-":
