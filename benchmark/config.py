@@ -330,13 +330,18 @@ def to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
 
+def counts_for(item: dataclasses.Field, arch: Optional[str], init: str) -> bool:
+    """Whether a run on encoder ``arch`` starting from ``init`` weights reads the field and it changes what the
+    run computes (``locator``, ``vit_only`` and ``imagenet_only`` say which do not)."""
+    meta = item.metadata
+    return meta.get("identity", True) and meta.get("arch", arch) == arch and meta.get("init", init) == init
+
+
 def identity(section: Any, arch: Optional[str] = None, init: str = "random") -> dict:
-    """The fields of a section that a run on encoder ``arch`` starting from ``init`` weights reads and
-    that change what it computes (``locator``, ``vit_only`` and ``imagenet_only`` say which do not)."""
+    """The fields of a section that count for a run on ``arch`` from ``init`` weights (``counts_for``)."""
     chosen = {}
     for item in fields(section):
-        meta = item.metadata
-        if meta.get("identity", True) and meta.get("arch", arch) == arch and meta.get("init", init) == init:
+        if counts_for(item, arch, init):
             value = getattr(section, item.name)
             chosen[item.name] = dataclasses.asdict(value) if is_dataclass(value) else value
     return chosen

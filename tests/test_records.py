@@ -44,13 +44,15 @@ def make_record(
     epochs: int = 4,
     reused: bool = False,
     finished_at: str = "2026-11-28T11:00:00+00:00",
+    overrides: tuple[str, ...] = (),
+    pretrain_s: float = 120.0,
 ) -> dict:
     """A schema-valid record; ``accuracy`` defaults to a plausible value from method, fraction and seed."""
     if accuracy is None:
         accuracy = round(0.5 + 0.3 * fraction + 0.02 * len(method) % 0.1 + 0.005 * seed, 4)
     entry = methods.METHODS[method]
     mask_ratio = mask_ratio if entry.uses_mask_ratio else None
-    config = to_dict(configure(profile, [f"seed={seed}", f"finetune.epochs={epochs}"])[0])
+    config = to_dict(configure(profile, [f"seed={seed}", f"finetune.epochs={epochs}", *overrides])[0])
     for mim in ("rgmim", "mae"):
         config["methods"][mim]["mask_ratio"] = 0.75 if mask_ratio is None else mask_ratio
     recall = {c: round(min(1.0, max(0.0, accuracy + offset)), 4) for c, offset in zip(CLASSES, RECALL_OFFSETS)}
@@ -74,9 +76,9 @@ def make_record(
         None
         if entry.build_pretrainer is None
         else {
-            "cache_key": f"{method}-{arch}-{seed}",
+            "cache_key": f"{method}-{arch}-{seed}" + "".join(overrides),
             "reused": reused,
-            "wall_time_s": 120.0,
+            "wall_time_s": pretrain_s,
             "images_per_s": 210.0,
             "epochs": 10,
             "loss_history": [0.9, 0.7],
@@ -87,7 +89,8 @@ def make_record(
     )
     return {
         "schema_version": SCHEMA_VERSION,
-        "run_id": f"{method}-{arch}-f{fraction}-s{seed}-m{mask_ratio}-{fingerprint[-4:]}-{profile}",
+        "run_id": f"{method}-{arch}-f{fraction}-s{seed}-m{mask_ratio}-{fingerprint[-4:]}-{profile}"
+        + "".join(f"-{override}" for override in overrides),
         "method": method,
         "arch": arch,
         "fraction": fraction,

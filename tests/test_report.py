@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from benchmark.config import cpu
 from benchmark.paper_grid import PAPER_ROWS
 from benchmark.records.frame import records_frame
 from benchmark.records.store import RecordWarning, write_record
@@ -115,7 +116,7 @@ def test_full_report_has_every_table(full_report) -> None:
         "Scratch (ResNet)",
     ]
     assert "Image size 64 px" in readme and "vit_tiny_patch16_224" in readme  # from the cpu config
-    assert "Pretraining: 10 epochs, batch 64" in readme
+    assert f"Pretraining: {cpu().pretrain.epochs} epochs, batch 64" in readme
     assert "Device `cpu`" in readme  # the device the runs used (hardware.device), not the config's "auto"
 
 
@@ -323,3 +324,29 @@ def test_probe_tables_show_the_frozen_feature_accuracies_with_paired_cis(tmp_pat
         assert cell.replace("**", "").startswith(f"{sum(chosen) / len(chosen):.3f} ± ") and "paper" not in cell
         assert f"RGMIM − MAE by {title}, paired by seed" in table
         assert "| 100 % | 3 |" in table  # three seeds paired, each with its bootstrap CI
+
+
+def test_runs_with_another_protocol_get_their_own_section_and_runs_that_do_not_read_it_stay(tmp_path: Path) -> None:
+    usual = [
+        make_record(m, a, f, seed) for m, a in (("rgmim", "vit"), ("scratch", "vit")) for f in (0.1, 1.0) for seed in (0, 1)
+    ]
+    longer = [make_record("rgmim", "vit", f, seed, overrides=("pretrain.epochs=40",)) for f in (0.1, 1.0) for seed in (0, 1)]
+    byol_only = [make_record("byol", "resnet", 1.0, 0, overrides=("byol.ema_base=0.996",))]
+    byol_usual = [make_record("byol", "resnet", 1.0, seed) for seed in (0, 1, 2)]
+    sections = group_sections(usual + longer + byol_only + byol_usual)
+    by_title = {section.title: section for section in sections}
+    assert list(by_title) == [
+        "phantom · cpu profile",
+        "phantom · cpu profile · byol.ema_base=0.996",
+        "phantom · cpu profile · pretrain.epochs=40",
+    ]
+    main, byol, longer_section = by_title.values()
+    # Scratch reads no pretraining setting: its runs are the same runs for every pretraining length
+    assert sorted(main.runs["row"].unique()) == ["BYOL", "RGMIM", "Scratch (ViT)"] and len(main.runs) == 11
+    assert list(longer_section.runs["row"].unique()) == ["RGMIM"] and len(longer_section.runs) == 4
+    assert len(byol.runs) == 1 and main.superseded == longer_section.superseded == 0
+    assert len({section.slug for section in sections}) == 3
+    write_runs(tmp_path, usual + longer + byol_only + byol_usual)
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "## phantom · cpu profile · pretrain.epochs=40" in readme
+    assert "⚠ Config values that differ between runs" not in readme  # each table holds one protocol
