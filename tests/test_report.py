@@ -17,6 +17,7 @@ from benchmark.records.frame import records_frame
 from benchmark.records.store import RecordWarning, write_record
 from benchmark.cli import build_parser
 from benchmark.report import build_report, paper
+from benchmark.report.plots import frontier_frame
 from benchmark.report.sections import group_sections
 from benchmark.report.statistics import bootstrap_mean_ci, paired_differences, table2_stats
 from benchmark.report.tables import table2_compute_markdown
@@ -330,7 +331,11 @@ def test_runs_with_another_protocol_get_their_own_section_and_runs_that_do_not_r
     usual = [
         make_record(m, a, f, seed) for m, a in (("rgmim", "vit"), ("scratch", "vit")) for f in (0.1, 1.0) for seed in (0, 1)
     ]
-    longer = [make_record("rgmim", "vit", f, seed, overrides=("pretrain.epochs=40",)) for f in (0.1, 1.0) for seed in (0, 1)]
+    longer = [
+        make_record("rgmim", "vit", f, seed, 0.9, overrides=("pretrain.epochs=40",), pretrain_s=480.0)
+        for f in (0.1, 1.0)
+        for seed in (0, 1)
+    ]
     byol_only = [make_record("byol", "resnet", 1.0, 0, overrides=("byol.ema_base=0.996",))]
     byol_usual = [make_record("byol", "resnet", 1.0, seed) for seed in (0, 1, 2)]
     sections = group_sections(usual + longer + byol_only + byol_usual)
@@ -350,3 +355,13 @@ def test_runs_with_another_protocol_get_their_own_section_and_runs_that_do_not_r
     readme = build_report(tmp_path).read_text(encoding="utf-8")
     assert "## phantom · cpu profile · pretrain.epochs=40" in readme
     assert "⚠ Config values that differ between runs" not in readme  # each table holds one protocol
+    # the budget frontier: each row's cells under every variant, against what one seed of the cell cost
+    frontier = frontier_frame([main, byol, longer_section]).set_index(["row", "fraction", "budget"])
+    rgmim_usual, rgmim_longer = frontier.loc[("RGMIM", 1.0, "usual")], frontier.loc[("RGMIM", 1.0, "pretrain.epochs=40")]
+    finetune_minutes = main.runs.query("row == 'RGMIM' and fraction == 1.0")["finetune_wall_time_s"].mean() / 60
+    assert rgmim_usual["minutes"] == pytest.approx(2.0 + finetune_minutes)
+    assert rgmim_longer["minutes"] == pytest.approx(8.0 + finetune_minutes) and rgmim_longer["accuracy"] == 0.9
+    assert ("Scratch (ViT)", 0.1, "usual") in frontier.index
+    assert "## Budget frontier · phantom · cpu profile" in readme
+    figure = re.search(r"\(plots/([^)]+budget-frontier\.png)\)", readme)
+    assert figure is not None and imread(tmp_path / "plots" / figure.group(1)).shape[2] == 4

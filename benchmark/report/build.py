@@ -10,7 +10,7 @@ from benchmark.records.frame import records_frame
 from benchmark.records.store import RecordWarning, scan_records
 from benchmark.report import paper, protocol, statistics, tables
 from benchmark.report import sections as grouping
-from benchmark.report.plots import draw_figures
+from benchmark.report.plots import draw_figures, plot_budget_frontier
 from benchmark.report.formatting import count
 from benchmark.report.sections import Section
 
@@ -185,6 +185,26 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
     return lines, [path for _, path in figures]
 
 
+def _frontier_markdown(family: list[Section], plots_dir: Path, results_dir: Path) -> tuple[list[str], list[Path]]:
+    """Accuracy against cost for the protocol variants of one (dataset, profile) family, when it has several."""
+    path = plots_dir / f"{family[0].slug}-budget-frontier.png"
+    if not plot_budget_frontier(family, path):
+        return [], []
+    lines = [
+        f"## Budget frontier · {family[0].dataset} · {family[0].profile} profile",
+        "",
+        "The same rows under each protocol variant of this dataset and profile (sections above): mean test "
+        "accuracy over seeds against the mean minutes one seed of the cell cost, its encoder's pretraining plus "
+        "its fine-tuning at that fraction (a row without pretraining has one point). "
+        "Variants: " + "; ".join(f"[{s.title}](#{s.slug})" for s in family) + ".",
+        "",
+        f"![Accuracy vs compute per seed, by budget, {family[0].dataset} · {family[0].profile} profile]"
+        f"({path.relative_to(results_dir).as_posix()})",
+        "",
+    ]
+    return lines, [path]
+
+
 def _remove_stale_plots(plots_dir: Path, keep: set[Path]) -> None:
     """Figures of sections that no longer exist would otherwise linger beside the current ones."""
     if plots_dir.is_dir():
@@ -223,6 +243,10 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Path:
         section_lines, section_figures = _section_markdown(section, plots_dir, out_dir)
         lines += section_lines
         figures.update(section_figures)
+    for family in grouping.families(sections):
+        frontier_lines, frontier_figures = _frontier_markdown(family, plots_dir, out_dir)
+        lines += frontier_lines
+        figures.update(frontier_figures)
     _remove_stale_plots(plots_dir, figures)
 
     frame = grouping.with_mask_source(records_frame(scan.records), scan.records)

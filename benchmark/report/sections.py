@@ -185,3 +185,11 @@ def group_sections(records: list[dict]) -> list[Section]:
             runs = with_mask_source(records_frame(kept), kept)
             sections.append(Section(dataset, fingerprint, profile, kept, runs, len(group) - len(kept), variant))
     return sorted(sections, key=lambda s: (not s.comparable_to_paper, s.dataset, s.profile, s.fingerprint, s.variant))
+
+
+def families(sections: list[Section]) -> list[list[Section]]:
+    """The sections of each (dataset, fingerprint, profile) family, in report order."""
+    grouped: dict[tuple[str, str, str], list[Section]] = {}
+    for section in sections:
+        grouped.setdefault(section.family, []).append(section)
+    return list(grouped.values())
