@@ -169,21 +169,26 @@ def bench_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- parsers
 
 
-def add_run_parser(commands: argparse._SubParsersAction) -> None:
-    run = commands.add_parser("run", help="pretrain (or reuse), fine-tune on a label fraction, write a record")
-    run.add_argument("--method", required=True, help="a registry name (see `python -m benchmark methods`)")
-    run.add_argument("--fraction", type=float, required=True, help="label fraction in (0, 1], e.g. 0.05")
-    run.add_argument(
+def add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    """Which encoder a command starts from: the method, its encoder family, mask ratio and weights file."""
+    parser.add_argument("--method", required=True, help="a registry name (see `python -m benchmark methods`)")
+    parser.add_argument(
         "--arch",
         choices=["vit", "resnet"],
         default=None,
         help="encoder for transfer/scratch (default: the method's first arch)",
     )
-    run.add_argument("--mask-ratio", type=float, default=None, help="MIM mask ratio sigma (T1: 0.75); sets METHOD.mask_ratio")
-    run.add_argument("--weights", default=None, help="local ImageNet weights file (transfer, cross)")
+    parser.add_argument("--mask-ratio", type=float, default=None, help="MIM mask ratio sigma (T1: 0.75): METHOD.mask_ratio")
+    parser.add_argument("--weights", default=None, help="local ImageNet weights file (transfer, cross)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_run_parser(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="pretrain (or reuse), fine-tune on a label fraction, write a record")
+    add_encoder_options(run)
+    run.add_argument("--fraction", type=float, required=True, help="label fraction in (0, 1], e.g. 0.05")
     run.add_argument("--results", default="results", help="results folder; the record goes to RESULTS/runs/")
     run.add_argument("--force", action="store_true", help="rerun even when a finished record exists")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_options(run)
     run.set_defaults(handler=run_command)
 
@@ -196,13 +201,9 @@ def add_probe_parser(commands: argparse._SubParsersAction) -> None:
         "score the weighted kNN and the linear probe at each label fraction on the test set. Prints a table; "
         "writes no run record (a run's record holds the probes of its own fraction).",
     )
-    probe.add_argument("--method", required=True, help="a registry name (see `python -m benchmark methods`)")
-    probe.add_argument("--arch", choices=["vit", "resnet"], default=None, help="encoder for transfer/scratch")
+    add_encoder_options(probe)
     probe.add_argument("--fractions", default="paper", help="paper (default: 1, 5, 10, 50, 100 %%) or comma-separated")
-    probe.add_argument("--mask-ratio", type=float, default=None, help="MIM mask ratio sigma (T1: 0.75); sets METHOD.mask_ratio")
-    probe.add_argument("--weights", default=None, help="local ImageNet weights file (transfer, cross)")
     probe.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON to FILE")
-    probe.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_options(probe)
     probe.set_defaults(handler=probe_command)
 
