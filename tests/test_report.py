@@ -17,6 +17,7 @@ from benchmark.records.frame import records_frame
 from benchmark.records.store import RecordWarning, write_record
 from benchmark.cli import build_parser
 from benchmark.report import build_report, paper
+from benchmark.report.formatting import format_duration
 from benchmark.report.plots import frontier_frame
 from benchmark.report.sections import group_sections
 from benchmark.report.statistics import bootstrap_mean_ci, paired_differences, table2_stats
@@ -365,3 +366,14 @@ def test_runs_with_another_protocol_get_their_own_section_and_runs_that_do_not_r
     assert "## Budget frontier · phantom · cpu profile" in readme
     figure = re.search(r"\(plots/([^)]+budget-frontier\.png)\)", readme)
     assert figure is not None and imread(tmp_path / "plots" / figure.group(1)).shape[2] == 4
+
+
+def test_the_cost_table_counts_each_encoder_once_when_every_run_reused_it() -> None:
+    from benchmark.report.tables import cost_markdown
+
+    # a sweep pretrains in a job of its own: every fine-tuning record says its encoder was reused
+    records = [make_record("rgmim", "vit", f, seed, reused=True, pretrain_s=300.0) for f in (0.1, 1.0) for seed in (0, 1)]
+    row = table_row(cost_markdown(group_sections(records)[0].runs), "RGMIM")
+    assert row[1:4] == ["4", "2", "5.0 min"]  # runs, encoders, pretraining time per encoder
+    finetune_s = sum(record["finetune"]["wall_time_s"] for record in records)
+    assert row[7] == format_duration(2 * 300.0 + finetune_s)

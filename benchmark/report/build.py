@@ -167,7 +167,7 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
     lines += [
         "### Cost",
         "",
-        "Wall time of fresh pretrainings (a reused cached encoder is not counted again) and of fine-tuning, "
+        "Wall time of pretraining (each encoder once, however many runs started from it) and of fine-tuning, "
         "mean throughput, and the hardware the runs used.",
         "",
         tables.cost_markdown(runs),

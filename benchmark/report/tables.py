@@ -109,21 +109,21 @@ def _hardware_label(run: pd.Series) -> str:
 
 
 def cost_markdown(runs: pd.DataFrame) -> str:
-    """Per row: what producing it cost. Reused pretraining (a cached encoder) is not counted again."""
+    """Per row: what producing it cost, each pretrained encoder counted once however many runs reused it (a
+    sweep pretrains in a job of its own, so every run's record may say "reused")."""
     rows = []
     for (_, label), group in runs.groupby(["row_order", "row"]):
-        fresh = group[group["pretrain_reused"].eq(False)]
-        has_pretrain = group["pretrain_reused"].notna().any()
-        total = fresh["pretrain_wall_time_s"].sum() + group["finetune_wall_time_s"].sum()
+        encoders = group.dropna(subset=["pretrain_cache_key"]).drop_duplicates("pretrain_cache_key")
+        total = encoders["pretrain_wall_time_s"].sum() + group["finetune_wall_time_s"].sum()
         rows.append(
             {
                 "Method": label,
                 "Runs": str(len(group)),
-                "Pretrainings (fresh / reused)": (
-                    f"{len(fresh)} / {int(group['pretrain_reused'].eq(True).sum())}" if has_pretrain else MISSING
-                ),
-                "Pretraining time / run": format_duration(fresh["pretrain_wall_time_s"].mean()) if len(fresh) else MISSING,
-                "Pretraining img/s": f"{fresh['pretrain_images_per_s'].mean():.1f}" if len(fresh) else MISSING,
+                "Encoders pretrained": str(len(encoders)) if len(encoders) else MISSING,
+                "Pretraining time / encoder": format_duration(encoders["pretrain_wall_time_s"].mean())
+                if len(encoders)
+                else MISSING,
+                "Pretraining img/s": f"{encoders['pretrain_images_per_s'].mean():.1f}" if len(encoders) else MISSING,
                 "Fine-tuning time / run": format_duration(group["finetune_wall_time_s"].mean()),
                 "Fine-tuning img/s": f"{group['finetune_images_per_s'].mean():.1f}",
                 "Total wall time": format_duration(total),
