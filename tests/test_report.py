@@ -377,3 +377,10 @@ def test_the_cost_table_counts_each_encoder_once_when_every_run_reused_it() -> N
     assert row[1:4] == ["4", "2", "5.0 min"]  # runs, encoders, pretraining time per encoder
     finetune_s = sum(record["finetune"]["wall_time_s"] for record in records)
     assert row[7] == format_duration(2 * 300.0 + finetune_s)
+
+
+def test_the_committed_results_readme_and_csv_are_what_report_makes_of_the_committed_records(tmp_path: Path) -> None:
+    committed = Path(__file__).resolve().parents[1] / "results"
+    build_report(committed, out_dir=tmp_path)
+    for name in ("README.md", "runs.csv"):  # figures are PNG bytes that vary with the matplotlib build
+        assert (tmp_path / name).read_text(encoding="utf-8") == (committed / name).read_text(encoding="utf-8"), name
