@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
@@ -20,7 +21,7 @@ from benchmark.report import build_report, paper
 from benchmark.report.formatting import format_duration
 from benchmark.report.plots import frontier_frame
 from benchmark.report.sections import group_sections
-from benchmark.report.statistics import bootstrap_mean_ci, paired_differences, table2_stats
+from benchmark.report.statistics import paired_differences, paired_mean_ci, table2_stats
 from benchmark.report.tables import table2_compute_markdown
 from test_records import make_record  # pytest puts tests/ on sys.path (rootdir-less test modules)
 
@@ -164,11 +165,13 @@ def test_table3_mask_ratios_at_full_labels(tmp_path: Path) -> None:
     ]
 
 
-def test_bootstrap_ci_known_answers() -> None:
-    # Resampled means of {0.01, 0.03} are 0.01, 0.02 or 0.03 with probability 1/4, 1/2, 1/4.
-    assert bootstrap_mean_ci([0.01, 0.03]) == pytest.approx((0.01, 0.03))
-    assert bootstrap_mean_ci([0.02, 0.02, 0.02]) == pytest.approx((0.02, 0.02))
-    assert bootstrap_mean_ci([0.0, 1.0, 2.0, 3.0]) == bootstrap_mean_ci([0.0, 1.0, 2.0, 3.0])  # fixed RNG seed
+def test_paired_ci_known_answers() -> None:
+    # two seeds differing by 0.01: mean 0.015, standard error 0.005, t(0.975, 1 dof) = 12.706
+    low, high = paired_mean_ci([0.02, 0.01])
+    assert (low, high) == (pytest.approx(0.015 - 12.7062 * 0.005, abs=1e-5), pytest.approx(0.015 + 12.7062 * 0.005, abs=1e-5))
+    assert paired_mean_ci([0.02, 0.02, 0.02]) == pytest.approx((0.02, 0.02))  # no spread, no width
+    # more seeds with the same spread narrow the interval (t and the standard error both shrink)
+    assert np.ptp(paired_mean_ci([0.01, 0.02] * 3)) < np.ptp(paired_mean_ci([0.01, 0.02]))
 
 
 def test_paired_difference_pairs_by_seed(tmp_path: Path) -> None:
@@ -180,14 +183,14 @@ def test_paired_difference_pairs_by_seed(tmp_path: Path) -> None:
     ten = differences.loc[0.1]  # seeds 0 and 1 pair up: differences 0.02 and 0.01
     assert ten["pairs"] == 2
     assert ten["mean"] == pytest.approx(0.015)
-    assert (ten["ci_low"], ten["ci_high"]) == (pytest.approx(0.01), pytest.approx(0.02))
+    assert (ten["ci_low"], ten["ci_high"]) == pytest.approx(paired_mean_ci([0.02, 0.01]))
     assert ten["paper"] == pytest.approx(0.919 - 0.903)
     assert differences.loc[0.5, "pairs"] == 1 and pd.isna(differences.loc[0.5, "mean"])
 
     write_runs(tmp_path, records)
     readme = build_report(tmp_path).read_text(encoding="utf-8")
     paired = readme.split("### RGMIM − MAE, paired by seed")[1].split("###")[0]
-    assert table_row(paired, "10 %") == ["10 %", "2", "+0.015", "[+0.010, +0.020]", "+0.016"]
+    assert table_row(paired, "10 %") == ["10 %", "2", "+0.015", "[−0.049, +0.079]", "+0.016"]
     assert table_row(paired, "50 %") == ["50 %", "1", "n/a", "n/a", "+0.009"]
 
 
@@ -325,7 +328,7 @@ def test_probe_tables_show_the_frozen_feature_accuracies_with_paired_cis(tmp_pat
         cell = table_row(table, "RGMIM")[-1]
         assert cell.replace("**", "").startswith(f"{sum(chosen) / len(chosen):.3f} ± ") and "paper" not in cell
         assert f"RGMIM − MAE by {title}, paired by seed" in table
-        assert "| 100 % | 3 |" in table  # three seeds paired, each with its bootstrap CI
+        assert "| 100 % | 3 |" in table  # three seeds paired, each with its t interval
 
 
 def test_runs_with_another_protocol_get_their_own_section_and_runs_that_do_not_read_it_stay(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 from benchmark.records.frame import row_label
 from benchmark.report import paper
 from benchmark.report.formatting import fraction_label
-from benchmark.report.sections import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EXPERT_REGION, Section
+from benchmark.report.sections import EXPERT_REGION, Section
 from benchmark.report.statistics import has_other_mask_sources
 from benchmark.report.tables import ordered_sources
 
@@ -97,7 +97,7 @@ def protocol_notes(section: Section) -> list[str]:
         "Cells use `metrics.accuracy` (test accuracy after the last fine-tuning epoch); "
         "`best_epoch_accuracy` picks an epoch on the test set, so it is optimistic and only listed in runs.csv.",
         "± is the sample standard deviation over seeds (ddof = 1), n the number of seeds; "
-        f"paired CIs are percentile bootstraps ({BOOTSTRAP_RESAMPLES:,} resamples, RNG seed {BOOTSTRAP_SEED}).",
+        "paired CIs are Student-t intervals of the mean difference over seeds (n − 1 degrees of freedom).",
     ]
     if has_other_mask_sources(runs):
         sources = ordered_sources(runs.loc[runs["region_guided"].astype(bool), "mask_source"])

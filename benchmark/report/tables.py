@@ -77,7 +77,7 @@ def paired_markdown(differences: pd.DataFrame) -> str:
             "Fraction": [fraction_label(f) for f in differences["fraction"]],
             "Pairs (seeds)": differences["pairs"].astype(int).astype(str),
             "Mean difference": [mean_text(row) for row in differences.itertuples()],
-            "95 % CI (bootstrap)": [interval_text(row) for row in differences.itertuples()],
+            "95 % CI (paired t)": [interval_text(row) for row in differences.itertuples()],
             "Paper": [MISSING if math.isnan(p) else signed(p) for p in differences["paper"]],
         }
     )
