@@ -115,7 +115,15 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
         "--set",
         "pretrain.epochs=50",
     ]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a suite started in the background of a non-interactive shell ignores SIGINT, and so would the child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "cache").glob("pretrained/*/checkpoint.pt")):
         time.sleep(0.2)  # interrupt once the first epoch's checkpoint exists
