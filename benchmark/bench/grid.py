@@ -65,7 +65,7 @@ def time_evaluation(arch: str, config: Config, data: PreparedData, device: torch
     return (time.perf_counter() - started) / len(data.test_idx)
 
 
-def time_linear_probe(config: Config, data: PreparedData, device: torch.device) -> float:
+def time_linear_probe(config: Config, data: PreparedData) -> float:
     """Seconds of one linear probe (its length is in steps, so its cost hardly depends on the fraction)."""
     dim = feature_dim(build_encoder(config, "vit"))
     features = np.random.default_rng(0).normal(size=(len(data.train_idx), dim)).astype(np.float32)
@@ -103,7 +103,7 @@ def predict_table2(config: Config, steps: int, warmup: int, progress=print) -> d
             progress(f"[bench] timing {arch} fine-tuning ({steps} steps) and evaluation")
             train_rate[arch] = seconds_per_image(OurFinetuning(arch, timed, data, device), steps, warmup)
             eval_rate[arch] = time_evaluation(arch, timed, data, device)
-    linear_probe_s = time_linear_probe(config, data, device) if config.probe.enabled else 0.0
+    linear_probe_s = time_linear_probe(config, data) if config.probe.enabled else 0.0
     start_up_s = time_start_up()
 
     pretrain_images = pretrain_plan(pool, config.pretrain, announce=False).images
