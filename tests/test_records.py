@@ -12,7 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pandas as pd
 import pytest
@@ -46,6 +46,7 @@ def make_record(
     finished_at: str = "2026-11-28T11:00:00+00:00",
     overrides: tuple[str, ...] = (),
     pretrain_s: float = 120.0,
+    classes: Sequence[str] = CLASSES,
 ) -> dict:
     """A schema-valid record; ``accuracy`` defaults to a plausible value from method, fraction and seed."""
     if accuracy is None:
@@ -55,13 +56,13 @@ def make_record(
     config = to_dict(configure(profile, [f"seed={seed}", f"finetune.epochs={epochs}", *overrides])[0])
     for mim in ("rgmim", "mae"):
         config["methods"][mim]["mask_ratio"] = 0.75 if mask_ratio is None else mask_ratio
-    recall = {c: round(min(1.0, max(0.0, accuracy + offset)), 4) for c, offset in zip(CLASSES, RECALL_OFFSETS)}
+    recall = {c: round(min(1.0, max(0.0, accuracy + offset)), 4) for c, offset in zip(classes, RECALL_OFFSETS)}
     per_class = 100
-    confusion = [[0] * len(CLASSES) for _ in CLASSES]
-    for index, cls in enumerate(CLASSES):
+    confusion = [[0] * len(classes) for _ in classes]
+    for index, cls in enumerate(classes):
         correct = round(recall[cls] * per_class)
         confusion[index][index] = correct
-        confusion[index][(index + 1) % len(CLASSES)] = per_class - correct
+        confusion[index][(index + 1) % len(classes)] = per_class - correct
     history = [
         {
             "epoch": epoch,
@@ -101,10 +102,10 @@ def make_record(
         "dataset": {
             "name": dataset,
             "fingerprint": fingerprint,
-            "classes": list(CLASSES),
+            "classes": list(classes),
             "train_pool": 1600,
             "mask_source": "gt",
-            "test": 4 * per_class,
+            "test": len(classes) * per_class,
             "finetune_subset": max(4, round(1600 * fraction)),
         },
         "config": config,
@@ -112,7 +113,7 @@ def make_record(
             "accuracy": accuracy,
             "macro_f1": round(accuracy - 0.01, 4),
             "per_class_recall": recall,
-            "auroc": {c: round(min(1.0, accuracy + 0.1), 4) for c in CLASSES},
+            "auroc": {c: round(min(1.0, accuracy + 0.1), 4) for c in classes},
             "macro_auroc": round(min(1.0, accuracy + 0.1), 4),
             "confusion": confusion,
             "best_epoch_accuracy": accuracy,

@@ -238,6 +238,38 @@ def test_real_dataset_on_cpu_profile_is_not_called_comparable(tmp_path: Path) ->
     assert "⚠ **cpu profile: not comparable to the paper's numbers.**" in readme
 
 
+def test_a_dataset_with_another_label_space_gets_no_paper_values(tmp_path: Path) -> None:
+    classes = ["COVID-19", "Non-COVID", "Normal"]
+    records = [
+        make_record(method, "vit", fraction, seed, dataset="covid-qu-ex", fingerprint="fp-qu-0001", classes=classes)
+        for method in ("rgmim", "mae")
+        for fraction in (0.1, 1.0)
+        for seed in (0, 1)
+    ]
+    records += [
+        make_record(method, "vit", 1.0, seed, mask_ratio=0.5, dataset="covid-qu-ex", fingerprint="fp-qu-0001", classes=classes)
+        for method in ("rgmim", "mae")
+        for seed in (0, 1)
+    ]
+    write_runs(tmp_path, records + [make_record("rgmim", "vit", 1.0, 0)])  # and a phantom run
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+
+    real = section_text(readme, "covid-qu-ex · cpu profile")
+    assert "3 classes (`COVID-19`, `Non-COVID`, `Normal`), not the paper's 4" in real
+    assert "paper 0." not in real and "Δ" not in real
+    assert table_row(real.split("### Table 3")[1], "0.50")[1].endswith("(n=2)")  # Table 3 is there, bare
+    phantom = section_text(readme, "phantom · cpu profile")
+    assert "<br>paper 0.962 · Δ" in phantom  # the phantom models the paper's four classes
+
+    def figure_width(section: str, suffix: str) -> int:
+        name = re.search(rf"\(plots/([^)]+-{suffix}\.png)\)", section).group(1)
+        return imread(tmp_path / "plots" / name).shape[1]
+
+    # Ours alone on the real data; ours beside the paper's panel on the phantom.
+    assert figure_width(real, "accuracy-vs-fraction") < 0.7 * figure_width(phantom, "accuracy-vs-fraction")
+    assert "accuracy-vs-mask-ratio" in real
+
+
 def test_bad_files_are_skipped_with_warnings_and_the_report_still_builds(tmp_path: Path) -> None:
     good = [make_record("rgmim", "vit", 0.05, seed) for seed in (0, 1)]
     write_runs(tmp_path, good)

@@ -85,10 +85,10 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
     if has_table2_runs:
         lines += [
             f"{len(section.classes)}-class test accuracy, mean ± std over seeds (n = seeds); **bold**: best "
-            "mean per column; beneath: the paper's value and Δ = ours − paper. MIM rows at mask ratio "
+            f"mean per column; {protocol.paper_values_note(section)} MIM rows at mask ratio "
             f"{default_ratio} only. {protocol.describe_row_labels()}",
             "",
-            tables.table2_markdown(statistics.table2_stats(runs)),
+            tables.table2_markdown(statistics.table2_stats(runs, beside_paper=section.beside_paper)),
             "",
         ]
         missing = tables.missing_paper_rows(runs)
@@ -107,7 +107,7 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
         ]
 
     lines += ["### Table 3: test accuracy by mask ratio, 100 % of training labels", ""]
-    table3 = statistics.table3_stats(runs)
+    table3 = statistics.table3_stats(runs, beside_paper=section.beside_paper)
     lines += [
         tables.table3_markdown(table3)
         if not table3.empty

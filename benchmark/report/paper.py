@@ -13,6 +13,7 @@ from benchmark.paper_grid import DEFAULT_MASK_RATIO, PAPER_FRACTIONS, TABLE3_MAS
 __all__ = [
     "DEFAULT_MASK_RATIO",
     "PAPER_FRACTIONS",
+    "PAPER_CLASSES",
     "PAPER_DATASET",
     "PAPER_PROFILE",
     "TABLE2",
@@ -24,6 +25,8 @@ __all__ = [
 
 # §4.1: the paper's data are the 21,165-image, four-class COVID-19 Radiography Database (cited as [49]).
 PAPER_DATASET = "covid-radiography"
+# §4.1: its four classes; a dataset with another label space has no like-for-like paper value at all
+PAPER_CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral_Pneumonia")
 PAPER_PROFILE = "paper"
 TABLE2: dict[tuple[str, str], tuple[float, ...]] = {
     ("rgmim", "vit"): (0.771, 0.893, 0.919, 0.957, 0.962),

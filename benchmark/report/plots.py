@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pandas as pd
 from matplotlib import colormaps
@@ -127,36 +127,44 @@ def plot_all_curves(section: Section, path: Path) -> bool:
     return True
 
 
-def _paired_panels(title: str) -> tuple[Figure, Axes, Axes]:
-    figure = Figure(figsize=(12, 4.6), layout="constrained")
-    ours, theirs = figure.subplots(1, 2)
+def _panels(title: str, beside_paper: bool) -> tuple[Figure, Axes, Optional[Axes]]:
+    """Our panel, and the paper's beside it when the section shares the paper's label space."""
+    figure = Figure(figsize=(12, 4.6) if beside_paper else (6.5, 4.6), layout="constrained")
+    ours, theirs = figure.subplots(1, 2) if beside_paper else (figure.subplots(), None)
     figure.suptitle(title)
     return figure, ours, theirs
 
 
-def _plot_ours_and_paper(stats: pd.DataFrame, x: str, paper_table: dict, paper_x: tuple, ours: Axes, theirs: Axes) -> None:
+def _plot_ours_and_paper(
+    stats: pd.DataFrame, x: str, paper_table: dict, paper_x: tuple, ours: Axes, theirs: Optional[Axes]
+) -> None:
     """Per row: our mean ± std against `x` on the left panel, the paper's values for that row on the right."""
     for (order, label), group in stats.groupby(["row_order", "row"]):
         color = _row_color(order, label)
         ours.errorbar(group[x], group["mean"], yerr=group["std"].fillna(0.0), color=color, marker="o", capsize=3, label=label)
         row = (group["method"].iloc[0], group["arch"].iloc[0])
-        if row in paper_table:
+        if theirs is not None and row in paper_table:
             theirs.plot(paper_x, paper_table[row], color=color, marker="s", linestyle="--", label=label)
+
+
+def _paper_settings(section: Section, settings: tuple) -> set:
+    return set(settings) if section.beside_paper else set()
 
 
 def plot_accuracy_vs_fraction(section: Section, path: Path) -> bool:
     """Final test accuracy against label fraction (log x): ours with ±std error bars, the paper's beside."""
-    stats = table2_stats(section.runs)
+    stats = table2_stats(section.runs, beside_paper=section.beside_paper)
     if stats.empty:
         return False
-    figure, ours, theirs = _paired_panels(f"Test accuracy vs fraction of training labels\n{section.title}")
+    figure, ours, theirs = _panels(f"Test accuracy vs fraction of training labels\n{section.title}", section.beside_paper)
     _plot_ours_and_paper(stats, "fraction", paper.TABLE2, paper.PAPER_FRACTIONS, ours, theirs)
-    fractions = sorted(set(stats["fraction"]) | set(paper.PAPER_FRACTIONS))
+    fractions = sorted(set(stats["fraction"]) | _paper_settings(section, paper.PAPER_FRACTIONS))
     _label_fraction_axes(ours, fractions, "this benchmark: mean ± std over seeds")
-    _label_fraction_axes(theirs, fractions, "paper, Table 2")
     ours.legend(fontsize="small")
-    if theirs.get_legend_handles_labels()[0]:
-        theirs.legend(fontsize="small")
+    if theirs is not None:
+        _label_fraction_axes(theirs, fractions, "paper, Table 2")
+        if theirs.get_legend_handles_labels()[0]:
+            theirs.legend(fontsize="small")
     _save(figure, path)
     return True
 
@@ -173,13 +181,17 @@ def _label_fraction_axes(axes: Axes, fractions: list[float], title: str) -> None
 
 def plot_accuracy_vs_mask_ratio(section: Section, path: Path) -> bool:
     """RGMIM vs MAE accuracy with 100 % labels against mask ratio; drawn when two or more ratios ran."""
-    stats = table3_stats(section.runs)
+    stats = table3_stats(section.runs, beside_paper=section.beside_paper)
     if stats["mask_ratio"].nunique() < 2:
         return False
-    figure, ours, theirs = _paired_panels(f"Test accuracy vs mask ratio, 100 % of training labels\n{section.title}")
+    figure, ours, theirs = _panels(
+        f"Test accuracy vs mask ratio, 100 % of training labels\n{section.title}", section.beside_paper
+    )
     _plot_ours_and_paper(stats, "mask_ratio", paper.TABLE3, paper.TABLE3_MASK_RATIOS, ours, theirs)
-    ratios = sorted(set(stats["mask_ratio"]) | set(paper.TABLE3_MASK_RATIOS))
+    ratios = sorted(set(stats["mask_ratio"]) | _paper_settings(section, paper.TABLE3_MASK_RATIOS))
     for axes, title in ((ours, "this benchmark: mean ± std over seeds"), (theirs, "paper, Table 3")):
+        if axes is None:
+            continue
         axes.set_xticks(ratios, [f"{r:.2f}" for r in ratios])
         axes.set_xlabel("mask ratio")
         axes.set_ylabel("test accuracy")

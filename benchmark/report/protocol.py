@@ -137,11 +137,25 @@ def banner(section: Section) -> str:
         reasons.append(f"dataset `{section.dataset}`, not the paper's `{paper.PAPER_DATASET}`")
     if section.profile != paper.PAPER_PROFILE:
         reasons.append(f"{section.profile} profile")
+    if not section.beside_paper:
+        classes = ", ".join(f"`{name}`" for name in section.classes)
+        return (
+            f"> ⚠ **{', '.join(reasons)}: not the paper's data.** {len(section.classes)} classes ({classes}), "
+            f"not the paper's {len(paper.PAPER_CLASSES)}, so no cell is comparable to a cell of the paper and "
+            "the paper's values are not printed here. Compare methods with each other within this section."
+        )
     return (
         f"> ⚠ **{', '.join(reasons)}: not comparable to the paper's numbers.** "
         "The paper's values are shown only for orientation; these runs check the pipeline and the "
         "ranking of methods under this setting, not a reproduction."
     )
+
+
+def paper_values_note(section: Section) -> str:
+    """What the line beneath each Table 2/3 cell is, or why there is none."""
+    if section.beside_paper:
+        return "beneath: the paper's value and Δ = ours − paper."
+    return "no paper values: another label space (see the banner)."
 
 
 def describe_row_labels() -> str:

@@ -73,6 +73,12 @@ class Section:
     def classes(self) -> list[str]:
         return list(self.records[0]["dataset"]["classes"])
 
+    @property
+    def beside_paper(self) -> bool:
+        """Whether the paper's values are printed beside ours: only for the paper's own label space (the
+        phantom models it); on another (3-class COVID-QU-Ex, say) a paper value is no reference at all."""
+        return tuple(self.classes) == paper.PAPER_CLASSES
+
 
 def _finished_at(record: dict) -> datetime:
     moment = datetime.fromisoformat(record["finished_at"])

@@ -37,20 +37,26 @@ def _mark_best(stats: pd.DataFrame, column: str) -> pd.Series:
     return shown == shown.groupby(stats[column]).transform("max")
 
 
-def table2_stats(runs: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
+def _no_paper_value(*_) -> None:
+    return None
+
+
+def table2_stats(runs: pd.DataFrame, value: str = "accuracy", beside_paper: bool = True) -> pd.DataFrame:
     """Per (row, fraction): mean, std, n over seeds of ``value``, bold flag, and, for the fine-tuning accuracy
-    the paper reports, its value and ours − paper (probe accuracies have no paper value)."""
+    the paper reports (when ``beside_paper``), its value and ours − paper (probes have no paper value)."""
     counted = table2_runs(runs).dropna(subset=[value])
     stats = summarize(counted, ["row_order", "row", "method", "arch", "fraction"], value)
-    paper_accuracy = paper.table2_accuracy if value == "accuracy" else lambda *_: None
+    paper_accuracy = paper.table2_accuracy if value == "accuracy" and beside_paper else _no_paper_value
     return _beside_paper(stats, "fraction", paper_accuracy, best_within="fraction")
 
 
-def table3_stats(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (MIM row, mask ratio) with 100 % of the labels: mean, std, n, bold flag, paper and ours − paper."""
+def table3_stats(runs: pd.DataFrame, beside_paper: bool = True) -> pd.DataFrame:
+    """Per (MIM row, mask ratio) with 100 % of the labels: mean, std, n, bold flag, and (when
+    ``beside_paper``) the paper's value and ours − paper."""
     full = runs[runs["mask_ratio"].notna() & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
     stats = summarize(full, ["row_order", "row", "method", "arch", "mask_ratio"])
-    return _beside_paper(stats, "mask_ratio", paper.table3_accuracy, best_within="row")
+    paper_accuracy = paper.table3_accuracy if beside_paper else _no_paper_value
+    return _beside_paper(stats, "mask_ratio", paper_accuracy, best_within="row")
 
 
 def _beside_paper(stats: pd.DataFrame, setting: str, paper_accuracy, best_within: str) -> pd.DataFrame:
