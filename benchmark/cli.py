@@ -246,6 +246,13 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
                 help="with --evaluate: write every image's scores to this CSV file",
             )
             command.add_argument(
+                "--results",
+                type=Path,
+                default=None,
+                metavar="DIR",
+                help="with --evaluate: also write the summary to DIR/mask-quality/ for `report` (e.g. results)",
+            )
+            command.add_argument(
                 "--preview",
                 type=Path,
                 default=None,

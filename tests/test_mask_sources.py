@@ -4,6 +4,7 @@ on the real samples, pairing, empty regions, caching, errors, the `data masks` c
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -254,7 +255,7 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess:
 
 
 def test_data_masks_command_scores_previews_and_lists_the_worst(tmp_path):
-    preview, per_image = tmp_path / "masks.png", tmp_path / "scores.csv"
+    preview, per_image, results = tmp_path / "masks.png", tmp_path / "scores.csv", tmp_path / "results"
     result = run_cli(
         "data",
         "masks",
@@ -273,6 +274,8 @@ def test_data_masks_command_scores_previews_and_lists_the_worst(tmp_path):
         str(per_image),
         "--per-class",
         "2",
+        "--results",
+        str(results),
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -287,6 +290,8 @@ def test_data_masks_command_scores_previews_and_lists_the_worst(tmp_path):
     start = lines.index("worst 5 by Dice:") + 1
     assert all(line.startswith("  Dice 0.") for line in lines[start : start + 5])
     assert lines[start + 5] == f"per-image scores: {per_image}"
+    (summary_file,) = (results / "mask-quality").glob("*.json")
+    assert lines[start + 6] == f"summary for the report: {summary_file}"
     with open(per_image, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 9 and {"key", "class", "dice", "iou", "patch_iou"} == set(rows[0])
@@ -295,6 +300,21 @@ def test_data_masks_command_scores_previews_and_lists_the_worst(tmp_path):
 
     gone = run_cli("data", "masks", "--profile", "smoke", "--source", "prior")  # one option for one setting
     assert gone.returncode == 2 and "unrecognized arguments: --source" in gone.stderr
+    unscored = run_cli("data", "masks", "--profile", "smoke", "--data-root", str(QU_EX_SAMPLE), "--results", str(results))
+    assert unscored.returncode != 0 and "--results writes the scores of --evaluate; add --evaluate" in unscored.stderr
+
+    # The report shows the summary in the section of the same dataset, fingerprint and image size.
+    facts = json.loads(summary_file.read_text(encoding="utf-8"))
+    dice = [float(row["dice"]) for row in rows]
+    overall = facts["summary"]["all"]
+    assert overall["images"] == 9 and overall["dice"]["mean"] == pytest.approx(np.mean(dice), abs=1e-4)  # CSV: 4 digits
+    same_data = {"dataset": facts["dataset"], "fingerprint": facts["fingerprint"], "classes": facts["classes"]}
+    record = make_record("rgmim", "vit", 1.0, 0, **same_data)
+    record["dataset"]["image_size"] = facts["image_size"]
+    write_record(results / "runs" / f"{record['run_id']}.json", record)
+    readme = build_report(results).read_text(encoding="utf-8")
+    table = readme.split("### Lung-mask sources against the dataset's own masks")[1].split("###")[0]
+    assert f"| `classical` | 9 | {overall['dice']['mean']:.3f} ({overall['dice']['median']:.3f}) |" in table
 
 
 def test_report_keeps_other_mask_sources_out_of_table_2(tmp_path):

@@ -103,6 +103,7 @@ def make_record(
             "name": dataset,
             "fingerprint": fingerprint,
             "classes": list(classes),
+            "image_size": config["data"]["image_size"],
             "train_pool": 1600,
             "mask_source": "gt",
             "test": len(classes) * per_class,

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,12 +19,14 @@ from tqdm import tqdm
 
 from benchmark.config import Config, DataConfig, describe_changes, to_dict
 from benchmark.data.layouts import open_source
-from benchmark.data.mask_quality import MaskScore, evaluate_regions, quality_text
+from benchmark.data.mask_quality import MaskScore, evaluate_regions, quality_summary, quality_text
 from benchmark.data.prepare import PreparedData, prepare
 from benchmark.data.regions import lung_patch_grid
 from benchmark.errors import DataError
 from benchmark.files import publish_directory
+from benchmark.engine.runtime import code_version
 from benchmark.paper_grid import PAPER_FRACTIONS
+from benchmark.records.mask_quality import write_quality
 from benchmark.data.splits import class_sizes, fraction_counts, write_split_file
 
 COVERAGE_CHUNK = 512  # images per step when summarising masks: bounded memory at any dataset size
@@ -65,8 +68,9 @@ def run_masks(args: argparse.Namespace, config: Config) -> int:
     """``data masks [--mask-source S] [--evaluate [--per-image FILE.csv]] [--preview FILE.png]``."""
     if args.per_class < 1:
         raise DataError(f"--per-class {args.per_class}: expected at least 1")
-    if args.per_image is not None and not args.evaluate:
-        raise DataError("--per-image writes the scores of --evaluate; add --evaluate")
+    for option, value in (("--per-image", args.per_image), ("--results", args.results)):
+        if value is not None and not args.evaluate:
+            raise DataError(f"{option} writes the scores of --evaluate; add --evaluate")
     data = _start(config)
     grid_rule = PatchGrid.of(config)
     patch_size = grid_rule.patch_size
@@ -98,6 +102,21 @@ def run_masks(args: argparse.Namespace, config: Config) -> int:
         if args.per_image is not None:
             write_scores(scores, args.per_image)
             print(f"per-image scores: {args.per_image}")
+        if args.results is not None:
+            facts = {
+                "dataset": data.name,
+                "fingerprint": data.fingerprint,
+                "classes": list(data.classes),
+                "image_size": data.image_size,
+                "patch_size": patch_size,
+                "min_overlap": grid_rule.min_overlap,
+                "mask_source": data.mask_source,
+                "mask_detail": data.mask_detail,
+                "summary": quality_summary(scores, data.classes),
+                "code_version": code_version(),
+                "finished_at": datetime.now(timezone.utc).isoformat(),
+            }
+            print(f"summary for the report: {write_quality(args.results, facts)}")
     if args.preview is not None:
         render_preview(data, args.preview, args.per_class, grid_rule, compare=True, scores=scores)
         print(f"preview: {args.preview}")

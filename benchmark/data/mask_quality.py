@@ -71,21 +71,42 @@ def evaluate_regions(
     return scores
 
 
+SCORES = (("Dice", "dice"), ("IoU", "iou"), ("patch IoU", "patch_iou"))
+
+
+def _score_stats(members: list[MaskScore]) -> dict:
+    return {
+        "images": len(members),
+        **{
+            field: {
+                "mean": float(np.mean([getattr(s, field) for s in members])),
+                "median": float(np.median([getattr(s, field) for s in members])),
+            }
+            for _, field in SCORES
+        },
+    }
+
+
+def quality_summary(scores: list[MaskScore], classes: tuple[str, ...]) -> dict:
+    """Image count, mean and median of each score over all scored images and per class (classes without a
+    scored image are left out)."""
+    per_class = {name: [score for score in scores if score.class_name == name] for name in classes}
+    return {
+        "all": _score_stats(scores) if scores else None,
+        "classes": {name: _score_stats(members) for name, members in per_class.items() if members},
+    }
+
+
 def quality_text(scores: list[MaskScore], classes: tuple[str, ...], grid_text: str, worst: int = 5) -> str:
     """Per class and overall: mean and median of each score; then the ``worst`` images by Dice."""
-    metrics = (("Dice", "dice"), ("IoU", "iou"), ("patch IoU", "patch_iou"))
+    summary = quality_summary(scores, classes)
+    rows = [*summary["classes"].items(), *((("all", summary["all"]),) if summary["all"] else ())]
     width = max(len(name) for name in (*classes, "all"))
-    heading = f"{'class':<{width}}  {'images':>6}" + "".join(f"  {f'{title} mean':>14} {'median':>7}" for title, _ in metrics)
+    heading = f"{'class':<{width}}  {'images':>6}" + "".join(f"  {f'{title} mean':>14} {'median':>7}" for title, _ in SCORES)
     lines = [f"quality against the dataset's own masks ({len(scores)} images with one; patch IoU on the {grid_text}):", heading]
-    for name in (*classes, "all"):
-        members = [score for score in scores if name in ("all", score.class_name)]
-        if not members:
-            continue
-        cells = "".join(
-            f"  {np.mean([getattr(s, field) for s in members]):>14.3f} {np.median([getattr(s, field) for s in members]):>7.3f}"
-            for _, field in metrics
-        )
-        lines.append(f"{name:<{width}}  {len(members):>6}{cells}")
+    for name, stats in rows:
+        cells = "".join(f"  {stats[field]['mean']:>14.3f} {stats[field]['median']:>7.3f}" for _, field in SCORES)
+        lines.append(f"{name:<{width}}  {stats['images']:>6}{cells}")
     lines += ["", f"worst {min(worst, len(scores))} by Dice:"]
     for score in sorted(scores, key=lambda s: (s.dice, s.key))[:worst]:
         lines.append(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmark.files import atomic_write_text
 from benchmark.records.frame import records_frame
+from benchmark.records.mask_quality import QUALITY_DIR, load_quality
 from benchmark.records.store import RecordWarning, scan_records
 from benchmark.report import paper, protocol, statistics, tables
 from benchmark.report import sections as grouping
@@ -26,12 +27,13 @@ def _header(record_count: int, skipped: list[tuple[Path, str]], results_dir: Pat
         "# rgmim-bench results",
         "",
         f"**Generated file.** Written by `{COMMAND}` (`--results` picks the folder) from the "
-        f"{count(record_count, 'valid run record')} in `runs/`; every number and figure below comes from those "
-        f"records. Do not edit by hand: rerun the command. One row per run: [{RUNS_CSV}]({RUNS_CSV}).",
+        f"{count(record_count, 'valid run record')} in `runs/` and the lung-mask scores in `{QUALITY_DIR}/`; every "
+        "number and figure below comes from those files. Do not edit by hand: rerun the command. One row per "
+        f"run: [{RUNS_CSV}]({RUNS_CSV}).",
         "",
     ]
     if skipped:
-        lines += [f"⚠ {count(len(skipped), 'file')} in `runs/` skipped as unreadable or invalid:", ""]
+        lines += [f"⚠ {count(len(skipped), 'file')} skipped as unreadable or invalid:", ""]
         lines += [f"- `{path.relative_to(results_dir).as_posix()}`: {reason.split(': ', 1)[-1]}" for path, reason in skipped]
         lines.append("")
     return lines
@@ -64,7 +66,36 @@ def _probe_markdown(runs) -> list[str]:
     return lines
 
 
-def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> tuple[list[str], list[Path]]:
+def _mask_quality_markdown(section: Section, quality: list[dict]) -> list[str]:
+    """The lung-mask sources scored against this section's dataset masks at its image size, if any were."""
+    size = section.records[0]["dataset"]["image_size"]
+    mine = [
+        facts
+        for facts in quality
+        if (facts["dataset"], facts["fingerprint"], facts["image_size"]) == (section.dataset, section.fingerprint, size)
+    ]
+    if section.variant or not mine:
+        return []
+    grids = sorted({(facts["patch_size"], facts["min_overlap"]) for facts in mine})
+    grid_text = "; ".join(
+        f"{size // patch}×{size // patch} grid of {patch}-px patches, min overlap {overlap:g}" for patch, overlap in grids
+    )
+    return [
+        "### Lung-mask sources against the dataset's own masks",
+        "",
+        f"Each source's lung regions scored against the dataset's expert masks on the images that have one, at "
+        f"{size} px: mean (median) pixel Dice, pixel IoU, and IoU of RGMIM's lung patches ({grid_text}). "
+        f"From `python -m benchmark data masks --mask-source SOURCE --evaluate --results RESULTS` "
+        f"(`{QUALITY_DIR}/`).",
+        "",
+        tables.mask_quality_markdown(mine),
+        "",
+    ]
+
+
+def _section_markdown(
+    section: Section, plots_dir: Path, results_dir: Path, quality: list[dict]
+) -> tuple[list[str], list[Path]]:
     """The section's Markdown and the figure files it drew."""
     runs = section.runs
     default_ratio = f"{paper.DEFAULT_MASK_RATIO:.2f}"
@@ -130,6 +161,8 @@ def _section_markdown(section: Section, plots_dir: Path, results_dir: Path) -> t
             tables.mask_source_markdown(statistics.mask_source_stats(runs)),
             "",
         ]
+
+    lines += _mask_quality_markdown(section, quality)
 
     lines += ["### RGMIM − MAE, paired by seed", ""]
     differences = statistics.paired_differences(runs)
@@ -223,12 +256,13 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Path:
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir
     scan = scan_records(results_dir / "runs")
-    for _, reason in scan.skipped:
+    quality, quality_skipped = load_quality(results_dir)
+    for _, reason in scan.skipped + quality_skipped:
         warnings.warn(f"skipping {reason}", RecordWarning, stacklevel=2)
     sections = grouping.group_sections(scan.records)
     plots_dir = out_dir / PLOTS_DIR
 
-    lines = _header(len(scan.records), scan.skipped, results_dir)
+    lines = _header(len(scan.records), scan.skipped + quality_skipped, results_dir)
     if not sections:
         warnings.warn(
             f"no valid run records in {results_dir / 'runs'}; the report says no runs were found", RecordWarning, stacklevel=2
@@ -240,7 +274,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None) -> Path:
         lines.append("")
     figures: set[Path] = set()
     for section in sections:
-        section_lines, section_figures = _section_markdown(section, plots_dir, out_dir)
+        section_lines, section_figures = _section_markdown(section, plots_dir, out_dir, quality)
         lines += section_lines
         figures.update(section_figures)
     for family in grouping.families(sections):

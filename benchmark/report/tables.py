@@ -145,3 +145,24 @@ def table2_compute_markdown(runs: pd.DataFrame) -> str:
             f"{count(len(encoders), 'pretraining')}, {count(len(group), 'fine-tuning')})"
         )
     return "\n".join(lines)
+
+
+def mask_quality_markdown(files: list[dict]) -> str:
+    """One row per mask source: images scored and mean (median) pixel Dice, pixel IoU and lung-patch IoU."""
+    order = {source: rank for rank, source in enumerate(ordered_sources(f["mask_source"] for f in files))}
+
+    def cell(stats: dict, field: str) -> str:
+        return f"{stats[field]['mean']:.3f} ({stats[field]['median']:.3f})"
+
+    rows = [
+        {
+            "Mask source": f"`{facts['mask_source']}`",
+            "Images scored": str(facts["summary"]["all"]["images"]),
+            "Dice": cell(facts["summary"]["all"], "dice"),
+            "IoU": cell(facts["summary"]["all"], "iou"),
+            "Patch IoU": cell(facts["summary"]["all"], "patch_iou"),
+        }
+        for facts in sorted(files, key=lambda f: order[f["mask_source"]])
+        if facts["summary"]["all"]
+    ]
+    return to_markdown(pd.DataFrame(rows))
