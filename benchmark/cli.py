@@ -357,6 +357,13 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
         "interleaved, and print our speed-up over it",
     )
     bench.add_argument(
+        "--breakdown",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile N more steps of each of our stages: share of the step per op class (matmul, norm, ...)",
+    )
+    bench.add_argument(
         "--grid",
         default=None,
         metavar="table2",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.bench.breakdown import CLASS_NAMES, op_class
+
 REPO = Path(__file__).resolve().parents[1]
 STAGE_FIELDS = (
     "images_per_s",
@@ -59,6 +61,38 @@ def test_bench_with_the_reference_reports_every_figure(tmp_path):
     assert report["speedup_vs_reference"] > 0 and report["matmul_peak_flop_per_s"] > 0
     # both sides compute the same network: the reference is a fair yardstick
     assert report["stages"]["pretrain"]["flops_per_image"] == report["stages"]["reference_pretrain"]["flops_per_image"]
+
+
+def test_breakdown_puts_each_op_in_its_class() -> None:
+    expected = {
+        "aten::addmm": "matmul/conv",
+        "aten::convolution_backward": "matmul/conv",
+        "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
+        "aten::native_layer_norm_backward": "normalization",
+        "aten::gelu": "activation",
+        "aten::add_": "elementwise",
+        "aten::_fused_adamw_": "optimizer",
+        "aten::copy_": "copies/layout",
+        "aten::max_pool2d_with_indices": "other",
+    }
+    assert {name: op_class(name) for name in expected} == expected
+
+
+def test_bench_breakdown_says_where_each_stage_spends_its_step(tmp_path):
+    result = bench(tmp_path, "--method", "simsiam", "--breakdown", "2", "--json", str(tmp_path / "bench.json"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "bench.json").read_text())
+    for name in ("pretrain", "finetune"):  # a ResNet: its convolutions are the matmul class
+        breakdown = report["stages"][name]["breakdown"]
+        assert set(breakdown["shares"]) == {*CLASS_NAMES, "outside ops"} and breakdown["profiled_steps"] == 2
+        assert all(share >= 0 for share in breakdown["shares"].values())
+        assert sum(breakdown["shares"].values()) == pytest.approx(1.0, abs=0.02)  # op self times never overlap
+        assert breakdown["shares"]["matmul/conv"] > 0 and breakdown["shares"]["normalization"] > 0  # conv + BatchNorm
+        assert breakdown["matmul_share_of_peak"] > 0
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("where the step goes (2 profiled steps"))
+    assert lines[start + 1].startswith("  ours: simsiam pretraining") and "matmul/conv" in lines[start + 1]
+    assert lines[start + 2].startswith("  ours: resnet fine-tuning")
 
 
 def test_the_reference_is_for_masked_image_modeling_only(tmp_path):

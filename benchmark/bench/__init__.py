@@ -4,7 +4,8 @@ Per stage: images/s (median of timed optimizer steps after warm-up), data time a
 peak memory, FLOPs per image (``torch.utils.flop_counter``) and achieved FLOP/s as a share of this
 device's matmul peak, measured by the command itself in the precision the step computes in.
 ``--compare-reference`` also times a straightforward MAE pretraining (``bench/pipelines.py``) in the
-same process, interleaved block by block, and prints our speed as a ratio to it.
+same process, interleaved block by block, and prints our speed as a ratio to it. ``--breakdown N``
+profiles N more steps of each of our stages and says where their time goes (``bench/breakdown.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,23 @@ from benchmark.config import Config
 from benchmark.errors import ConfigError
 
 
-def run_bench(method_name: str, arch: str | None, config: Config, steps: int, warmup: int, compare_reference: bool) -> dict:
-    """Time pretraining (when the method has it; with the reference interleaved if asked) and fine-tuning."""
+SHORT_OF_PEAK = 0.8  # issue goal: our steps at >= 80 % of the measured matmul peak where shapes allow
+
+
+def run_bench(
+    method_name: str,
+    arch: str | None,
+    config: Config,
+    steps: int,
+    warmup: int,
+    compare_reference: bool,
+    breakdown_steps: int = 0,
+) -> dict:
+    """Time pretraining (when the method has it; with the reference interleaved if asked) and fine-tuning;
+    with ``breakdown_steps``, profile that many more steps of each of our stages by op class."""
     import torch
+
+    from benchmark.bench.breakdown import profile_breakdown
 
     from benchmark.data.prepare import prepare
     from benchmark.engine.runtime import hardware, resolve_device
@@ -68,6 +83,14 @@ def run_bench(method_name: str, arch: str | None, config: Config, steps: int, wa
         times = time_interleaved(pipelines, steps, warmup)
         report["stages"]["pretrain"] = stage_report(pipelines[0], times[0], device, peak)
         report["stages"]["pretrain"]["sdpa"] = sdpa_in_use(pipelines[0].model)
+        if breakdown_steps:
+            report["stages"]["pretrain"]["breakdown"] = profile_breakdown(
+                pipelines[0],
+                breakdown_steps,
+                device,
+                report["stages"]["pretrain"]["flops_per_image"] * pipelines[0].batch_size,
+                peak,
+            )
         if compare_reference:  # the reference computes in fp32: its yardstick is the fp32 peak
             fp32_peak = peak if dtype == torch.float32 else matmul_peak(device, torch.float32)
             reference = stage_report(pipelines[1], times[1], device, fp32_peak)
@@ -78,6 +101,10 @@ def run_bench(method_name: str, arch: str | None, config: Config, steps: int, wa
     reset_peak_memory(device)
     finetuning = OurFinetuning(arch, config, data, device)
     report["stages"]["finetune"] = stage_report(finetuning, time_interleaved([finetuning], steps, warmup)[0], device, peak)
+    if breakdown_steps:
+        report["stages"]["finetune"]["breakdown"] = profile_breakdown(
+            finetuning, breakdown_steps, device, report["stages"]["finetune"]["flops_per_image"] * finetuning.batch_size, peak
+        )
     return report
 
 
@@ -104,6 +131,16 @@ def table(report: dict) -> str:
             f"speed-up of our pretraining over the reference (median img/s, same process, interleaved): "
             f"{report['speedup_vs_reference']:.2f}x"
         )
+    profiled = {name: stage for name, stage in report["stages"].items() if "breakdown" in stage}
+    if profiled:
+        from benchmark.bench.breakdown import breakdown_line
+
+        steps = next(iter(profiled.values()))["breakdown"]["profiled_steps"]
+        lines.append(f"where the step goes ({steps} profiled steps per stage, torch.profiler self time by op class):")
+        for stage in profiled.values():
+            short = stage["share_of_matmul_peak"] < SHORT_OF_PEAK
+            verdict = f" [below {SHORT_OF_PEAK * 100:.0f} % of peak]" if short else ""
+            lines.append("  " + breakdown_line(stage["name"] + verdict, stage["breakdown"]))
     memory_kinds = {stage["peak_memory_kind"] for stage in report["stages"].values()}
     sdpa = report["stages"].get("pretrain", {}).get("sdpa")
     lines.append(
@@ -114,19 +151,21 @@ def table(report: dict) -> str:
 
 
 def bench_command(args: argparse.Namespace, config: Config) -> int:
-    if args.steps < 1 or args.warmup < 0:
-        raise ConfigError("--steps must be at least 1 and --warmup at least 0")
+    if args.steps < 1 or args.warmup < 0 or args.breakdown < 0:
+        raise ConfigError("--steps must be at least 1, --warmup and --breakdown at least 0")
     if args.grid is not None:
         if args.grid != "table2":
             raise ConfigError(f"--grid {args.grid!r}: expected table2")
-        if args.compare_reference:
-            raise ConfigError("--grid table2 predicts a sweep's cost; --compare-reference is for one method's bench")
+        if args.compare_reference or args.breakdown:
+            raise ConfigError(
+                "--grid table2 predicts a sweep's cost; --compare-reference and --breakdown are for one method's bench"
+            )
         from benchmark.bench.grid import grid_table, predict_table2
 
         report = predict_table2(config, args.steps, args.warmup, progress=lambda line: print(line, file=sys.stderr))
         print(grid_table(report), flush=True)
     else:
-        report = run_bench(args.method, args.arch, config, args.steps, args.warmup, args.compare_reference)
+        report = run_bench(args.method, args.arch, config, args.steps, args.warmup, args.compare_reference, args.breakdown)
         print(table(report), flush=True)
     if args.json is not None:
         text = json.dumps(report, indent=2, default=str)
