@@ -136,7 +136,9 @@ class RuntimeConfig:
     device: str = "auto"  # auto -> cuda when available, else cpu
     compile: bool = False  # choice: torch.compile each block; off, compile time outweighs short runs
     channels_last: bool = True  # choice: NHWC ResNet activations, the layout cuDNN/oneDNN convolve fastest
-    cpu_onednn_linear: bool = True  # choice: fp32 nn.Linear through oneDNN on non-Intel AVX-512 CPUs, 2x MKL on AMD
+    cpu_onednn_linear: bool = (
+        True  # choice: fp32 nn.Linear through oneDNN on AVX-512 CPUs where measured faster (2x MKL on AMD)
+    )
     tensorboard: Optional[str] = None  # choice: per-epoch scalars under this folder (engine/scalars.py); None: off
 
 

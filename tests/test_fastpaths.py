@@ -1,5 +1,6 @@
 """The speed-only settings compute what the plain modules compute; bf16 tracks fp32."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -36,7 +37,7 @@ def test_onednn_linear_matches_linear_forward_and_backward():
 @needs_onednn
 @pytest.mark.parametrize("method_name", ["rgmim", "byol"])
 def test_fast_paths_keep_the_loss_and_the_state_dict(method_name, monkeypatch):
-    monkeypatch.setattr(fastpaths, "mkl_lacks_avx512", lambda: True)  # as on AMD, whatever this CPU is
+    monkeypatch.setattr(fastpaths, "onednn_linear_wins", lambda root: True)  # as on AMD, whatever this CPU is
     config, _ = configure("smoke")
     torch.manual_seed(0)
     plain = METHODS[method_name].pretrainer(config)
@@ -54,15 +55,38 @@ def test_fast_paths_keep_the_loss_and_the_state_dict(method_name, monkeypatch):
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
 
 
-def test_onednn_linear_is_left_off_where_mkl_has_avx512_kernels(monkeypatch):
+def test_onednn_linear_is_left_off_where_it_is_not_measured_faster(monkeypatch):
     config, _ = configure("smoke")
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    monkeypatch.setattr(fastpaths, "mkl_lacks_avx512", lambda: False)  # an Intel CPU
+    monkeypatch.setattr(fastpaths, "onednn_linear_wins", lambda root: False)  # as on Intel, where MKL is faster
     apply_fast_paths(model, torch.device("cpu"), config)
     assert "forward" not in vars(model[0])
-    monkeypatch.setattr(fastpaths, "mkl_lacks_avx512", lambda: True)
+    monkeypatch.setattr(fastpaths, "onednn_linear_wins", lambda root: True)
     apply_fast_paths(model, torch.device("cpu"), config)
     assert ("forward" in vars(model[0])) == onednn_linear_supported()
+
+
+@needs_onednn
+def test_the_linear_backend_is_measured_once_per_cpu_kind_and_then_read(tmp_path, monkeypatch):
+    fastpaths.onednn_linear_wins.cache_clear()
+    monkeypatch.setattr(fastpaths.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle machine keeps its verdict
+    verdict = fastpaths.onednn_linear_wins(tmp_path)
+    (path,) = (tmp_path / "fastpaths").glob("linear-*.json")
+    measured = json.loads(path.read_text())
+    assert measured["cpu"] == fastpaths.cpu_kind()["cpu"] and min(measured["seconds"].values()) > 0
+    assert verdict == (measured["seconds"]["mkl"] > fastpaths.LINEAR_MARGIN * measured["seconds"]["onednn"])
+
+    path.write_text(json.dumps({**measured, "onednn": not verdict}))  # a later process reads, never re-measures
+    fastpaths.onednn_linear_wins.cache_clear()
+    monkeypatch.setattr(fastpaths, "time_linear_backends", lambda: pytest.fail("measured again"))
+    assert fastpaths.onednn_linear_wins(tmp_path) is (not verdict)
+
+    fastpaths.onednn_linear_wins.cache_clear()
+    busy = tmp_path / "busy"
+    monkeypatch.setattr(fastpaths, "time_linear_backends", lambda: {"mkl": 2.0, "onednn": 1.0})
+    monkeypatch.setattr(fastpaths.os, "getloadavg", lambda: (3.0, 3.0, 3.0))  # beside a running sweep
+    assert fastpaths.onednn_linear_wins(busy) is True and not (busy / "fastpaths").exists()  # used, not kept
+    fastpaths.onednn_linear_wins.cache_clear()
 
 
 class RecordedOps(TorchDispatchMode):

@@ -38,6 +38,7 @@ def run_bench(
     from benchmark.bench.breakdown import profile_breakdown
 
     from benchmark.data.prepare import prepare
+    from benchmark.engine.fastpaths import onednn_linear_applies
     from benchmark.engine.runtime import hardware, resolve_device
     from benchmark.bench.pipelines import (
         OurFinetuning,
@@ -68,6 +69,7 @@ def run_bench(
         "profile": config.profile,
         "device": hardware(device),
         "compute_dtype": str(dtype).replace("torch.", ""),
+        "cpu_linear": None if device.type != "cpu" else "onednn" if onednn_linear_applies(device, config) else "default",
         "matmul_peak_flop_per_s": peak,
         "steps": steps,
         "warmup": warmup,
@@ -113,7 +115,9 @@ def table(report: dict) -> str:
     lines = [
         f"bench {report['method']} ({report['arch']}), profile {report['profile']}, "
         f"{device['gpu'] or 'CPU'} ({device['cpu_count']} cores, {device['threads']} threads), "
-        f"torch {device['torch']}, compute {report['compute_dtype']}, "
+        f"torch {device['torch']}, compute {report['compute_dtype']}"
+        + (f" (nn.Linear: {report['cpu_linear']})" if report.get("cpu_linear") else "")
+        + ", "
         f"measured matmul peak {report['matmul_peak_flop_per_s'] / 1e9:,.0f} GFLOP/s, "
         f"load average {report['load_average'][0]:.2f}",
         f"{'stage':34} {'batch':>5} {'img/s':>8} {'step ms':>8} {'data %':>7} {'GFLOP/img':>10} "

@@ -49,10 +49,14 @@ class MaskEntry:
     built: bool
 
 
+def default_cache_root() -> Path:
+    """$RGMIM_CACHE, else ~/.cache/rgmim-bench: where facts about the machine, not a dataset, are kept."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/rgmim-bench").expanduser()
+
+
 def resolve_cache_root(data_cfg: DataConfig) -> Path:
     """data.cache_dir, else $RGMIM_CACHE, else ~/.cache/rgmim-bench."""
-    chosen = data_cfg.cache_dir or os.environ.get(CACHE_ENV) or "~/.cache/rgmim-bench"
-    return Path(chosen).expanduser()
+    return Path(data_cfg.cache_dir).expanduser() if data_cfg.cache_dir else default_cache_root()
 
 
 def entry_directory(cache_root: Path, source_name: str, fingerprint: str, size: int) -> Path:
