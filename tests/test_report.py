@@ -270,6 +270,32 @@ def test_a_dataset_with_another_label_space_gets_no_paper_values(tmp_path: Path)
     assert "accuracy-vs-mask-ratio" in real
 
 
+def test_every_row_is_paired_against_scratch_on_its_own_encoder(tmp_path: Path) -> None:
+    gains = (0.10, 0.12, 0.14)  # RGMIM − Scratch (ViT) per seed, the same for fine-tuning and both probes
+    records = [make_record("scratch", "vit", 0.1, seed, 0.40) for seed in range(3)]
+    records += [make_record("rgmim", "vit", 0.1, seed, 0.40 + gain) for seed, gain in enumerate(gains)]
+    records += [make_record("byol", "resnet", 0.1, seed, 0.6) for seed in range(2)]  # no Scratch (ResNet) here
+    records += [make_record("mae", "vit", 0.1, 0, 0.39)]  # one pair only
+    write_runs(tmp_path, records)
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+
+    table = readme.split("### Each row − Scratch on the same encoder, paired by seed")[1].split("###")[0]
+    low, high = paired_mean_ci(np.array(gains))
+    expected = f"**+0.120 [+{low:.3f}, +{high:.3f}]** (n=3)"
+    assert [table_row(table, "RGMIM")[1:3]] == [["fine-tuned", expected]]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [[cell.strip() for cell in row] for row in rows][1:] == [
+        ["RGMIM", "fine-tuned"],
+        ["RGMIM", "kNN"],
+        ["RGMIM", "linear probe"],
+        ["MAE", "fine-tuned"],
+        ["MAE", "kNN"],
+        ["MAE", "linear probe"],
+    ]  # BYOL has no Scratch (ResNet) to pair with
+    assert table_row(table, "MAE")[2] == "n/a (1)"
+    assert low > 0 and table.count(expected) == 3  # every measure moved by the same gains
+
+
 def test_bad_files_are_skipped_with_warnings_and_the_report_still_builds(tmp_path: Path) -> None:
     good = [make_record("rgmim", "vit", 0.05, seed) for seed in (0, 1)]
     write_runs(tmp_path, good)

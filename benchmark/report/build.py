@@ -179,6 +179,19 @@ def _section_markdown(
 
     lines += _probe_markdown(runs)
 
+    versus = statistics.versus_random_init(runs)
+    if not versus.empty:
+        lines += [
+            "### Each row − Scratch on the same encoder, paired by seed",
+            "",
+            "What pretraining (or ImageNet weights) adds over a random initialisation of the same encoder, by "
+            "fine-tuning and by both probes on frozen features: mean difference over seeds, its 95 % Student-t "
+            "interval and the number of seed pairs; **bold** where the interval excludes 0; n/a with one pair.",
+            "",
+            tables.versus_random_init_markdown(versus),
+            "",
+        ]
+
     lines += ["### Figures", ""]
     figures = draw_figures(section, plots_dir)
     for caption, path in figures:

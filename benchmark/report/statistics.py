@@ -141,3 +141,24 @@ def paired_differences(
             }
         )
     return pd.DataFrame(rows)
+
+
+RANDOM_INIT = "scratch"  # the baseline every other row of its encoder family is paired against
+MEASURES = {"accuracy": "fine-tuned", "knn_accuracy": "kNN", "linear_accuracy": "linear probe"}
+
+
+def versus_random_init(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (row, measure, fraction): the row's value − Scratch on the same encoder, paired by seed, with its
+    t-interval; rows are every Table 2 row with a Scratch row of its encoder in the section."""
+    table2 = table2_runs(runs)
+    rows = table2[["row_order", "row", "method", "arch"]].drop_duplicates().sort_values("row_order")
+    frames = []
+    for row in rows.itertuples():
+        if row.method == RANDOM_INIT or not ((table2["method"] == RANDOM_INIT) & (table2["arch"] == row.arch)).any():
+            continue
+        for value, measure in MEASURES.items():
+            differences = paired_differences(runs, (row.method, row.arch), (RANDOM_INIT, row.arch), value)
+            if not differences.empty:
+                frames.append(differences.drop(columns="paper").assign(row_order=row.row_order, row=row.row, measure=measure))
+    columns = ["row_order", "row", "measure", "fraction", "pairs", "mean", "ci_low", "ci_high"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)

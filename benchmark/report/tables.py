@@ -166,3 +166,24 @@ def mask_quality_markdown(files: list[dict]) -> str:
         if facts["summary"]["all"]
     ]
     return to_markdown(pd.DataFrame(rows))
+
+
+def versus_random_init_markdown(differences: pd.DataFrame) -> str:
+    """One row per (method, measure), one column per fraction: mean difference [95 % CI] (pairs); **bold**
+    where the interval excludes 0."""
+
+    def cell(row) -> str:
+        if math.isnan(row.ci_low):
+            return f"n/a ({int(row.pairs)})"
+        text = f"{signed(row.mean)} [{signed(row.ci_low)}, {signed(row.ci_high)}]"
+        return f"{f'**{text}**' if row.ci_low > 0 or row.ci_high < 0 else text} (n={int(row.pairs)})"
+
+    measures = {measure: rank for rank, measure in enumerate(differences["measure"].drop_duplicates())}
+    cells = differences.assign(
+        cell=[cell(row) for row in differences.itertuples()], measure_order=differences["measure"].map(measures)
+    )
+    grid = cells.pivot(index=["row_order", "row", "measure_order", "measure"], columns="fraction", values="cell").sort_index()
+    grid = grid.reindex(columns=sorted(grid.columns)).fillna(MISSING)
+    grid.columns = [fraction_label(f) for f in grid.columns]
+    grid = grid.droplevel(["row_order", "measure_order"]).rename_axis(["Method", "Measure"]).reset_index()
+    return to_markdown(grid)
