@@ -14,7 +14,8 @@ REQUIRED = ("dataset", "fingerprint", "image_size", "patch_size", "min_overlap",
 
 
 def quality_path(results: Path, facts: dict) -> Path:
-    name = f"{facts['dataset']}-{facts['fingerprint']}-{facts['image_size']}px-p{facts['patch_size']}-{facts['mask_source']}"
+    fingerprint = facts["fingerprint"][:16]  # as the decoded cache names it
+    name = f"{facts['dataset']}-{fingerprint}-{facts['image_size']}px-p{facts['patch_size']}-{facts['mask_source']}"
     return Path(results) / QUALITY_DIR / f"{name}.json"
 
 
