@@ -305,13 +305,24 @@ def test_bad_files_are_skipped_with_warnings_and_the_report_still_builds(tmp_pat
     invalid = make_record("mae", "vit", 0.05, 1)
     del invalid["metrics"]["accuracy"]
     (runs / "invalid.json").write_text(json.dumps(invalid))
+    (tmp_path / "mask-quality").mkdir()
+    (tmp_path / "mask-quality" / "cut.json").write_text('{"dataset": "phantom", "fingerprint"')
+    (tmp_path / "mask-quality" / "partial.json").write_text('{"dataset": "phantom"}')
     with pytest.warns(RecordWarning) as caught:
         readme = build_report(tmp_path).read_text(encoding="utf-8")
     messages = [str(w.message) for w in caught]
-    for name in ("corrupt.json", "truncated.json", "invalid.json"):
+    for name in (
+        "runs/corrupt.json",
+        "runs/truncated.json",
+        "runs/invalid.json",
+        "mask-quality/cut.json",
+        "mask-quality/partial.json",
+    ):
         assert any(name in message for message in messages), name
-        assert f"`runs/{name}`" in readme
+        assert f"`{name}`" in readme
     assert "missing key 'metrics.accuracy'" in readme
+    assert "mask-quality file lacks fingerprint, image_size" in readme
+    assert "### Lung-mask sources" not in readme
     assert re.fullmatch(
         r"\*\*0\.\d{3} ± 0\.\d{3}\*\* \(n=2\)<br>paper 0\.893 · Δ −0\.\d{3}",
         table_row(readme.split("### Table 2")[1], "RGMIM")[1],
