@@ -257,6 +257,8 @@ def test_a_dataset_with_another_label_space_gets_no_paper_values(tmp_path: Path)
     real = section_text(readme, "covid-qu-ex · cpu profile")
     assert "3 classes (`COVID-19`, `Non-COVID`, `Normal`), not the paper's 4" in real
     assert "paper 0." not in real and "Δ" not in real
+    paired = real.split("### RGMIM − MAE, paired by seed")[1].split("###")[0]
+    assert table_row(paired, "100 %")[-1] == "—"  # no paper difference either
     assert table_row(real.split("### Table 3")[1], "0.50")[1].endswith("(n=2)")  # Table 3 is there, bare
     phantom = section_text(readme, "phantom · cpu profile")
     assert "<br>paper 0.962 · Δ" in phantom  # the phantom models the paper's four classes

@@ -165,7 +165,7 @@ def _section_markdown(
     lines += _mask_quality_markdown(section, quality)
 
     lines += ["### RGMIM − MAE, paired by seed", ""]
-    differences = statistics.paired_differences(runs)
+    differences = statistics.paired_differences(runs, beside_paper=section.beside_paper)
     if differences.empty:
         lines += [f"Needs both RGMIM and MAE runs at mask ratio {default_ratio}; this section lacks one of them.", ""]
     else:

@@ -104,8 +104,10 @@ def paired_differences(
     minuend: tuple[str, str] = MINUEND,
     subtrahend: tuple[str, str] = SUBTRAHEND,
     value: str = "accuracy",
+    beside_paper: bool = True,
 ) -> pd.DataFrame:
-    """Per fraction: ``value`` of ``minuend`` − ``subtrahend`` paired by seed (Table 2 runs).
+    """Per fraction: ``value`` of ``minuend`` − ``subtrahend`` paired by seed (Table 2 runs), and the paper's
+    difference when ``beside_paper`` and the value is the fine-tuning accuracy the paper reports.
 
     Columns: fraction, pairs, mean, ci_low, ci_high (NaN with fewer than 2 pairs), paper.
     Empty when either method has no Table 2 runs.
@@ -127,8 +129,8 @@ def paired_differences(
         low, high = paired_mean_ci(values) if enough else (math.nan, math.nan)
         paper_first, paper_second = (
             (paper.table2_accuracy(*minuend, fraction), paper.table2_accuracy(*subtrahend, fraction))
-            if value == "accuracy"
-            else (None, None)  # the paper reports fine-tuning only
+            if value == "accuracy" and beside_paper
+            else (None, None)  # the paper reports fine-tuning only, and on its own label space
         )
         rows.append(
             {
