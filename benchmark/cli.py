@@ -131,8 +131,11 @@ def data_command(args: argparse.Namespace) -> int:
         "prepare": commands.run_prepare,
         "preview": commands.run_preview,
         "export": commands.run_export,
-        "masks": commands.run_masks,
     }
+    if args.data_command == "masks":  # its summary file for the report names the code that scored the masks
+        from benchmark.engine.runtime import code_version
+
+        return commands.run_masks(args, config_from_args(args), code_version())
     return handlers[args.data_command](args, config_from_args(args))
 
 

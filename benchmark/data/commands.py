@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,13 +20,12 @@ from tqdm import tqdm
 from benchmark.config import Config, DataConfig, describe_changes, to_dict
 from benchmark.data.layouts import open_source
 from benchmark.data.mask_quality import MaskScore, evaluate_regions, quality_summary, quality_text
+from benchmark.data.quality_files import write_quality
 from benchmark.data.prepare import PreparedData, prepare
 from benchmark.data.regions import lung_patch_grid
 from benchmark.errors import DataError
 from benchmark.files import publish_directory
-from benchmark.engine.runtime import code_version
 from benchmark.paper_grid import PAPER_FRACTIONS
-from benchmark.records.mask_quality import write_quality
 from benchmark.data.splits import class_sizes, fraction_counts, write_split_file
 
 COVERAGE_CHUNK = 512  # images per step when summarising masks: bounded memory at any dataset size
@@ -64,7 +63,7 @@ def run_export(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def run_masks(args: argparse.Namespace, config: Config) -> int:
+def run_masks(args: argparse.Namespace, config: Config, code_version: Optional[dict] = None) -> int:
     """``data masks [--mask-source S] [--evaluate [--per-image FILE.csv]] [--preview FILE.png]``."""
     if args.per_class < 1:
         raise DataError(f"--per-class {args.per_class}: expected at least 1")
@@ -113,7 +112,7 @@ def run_masks(args: argparse.Namespace, config: Config) -> int:
                 "mask_source": data.mask_source,
                 "mask_detail": data.mask_detail,
                 "summary": quality_summary(scores, data.classes),
-                "code_version": code_version(),
+                "code_version": code_version,
                 "finished_at": datetime.now(timezone.utc).isoformat(),
             }
             print(f"summary for the report: {write_quality(args.results, facts)}")

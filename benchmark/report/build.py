@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmark.files import atomic_write_text
 from benchmark.records.frame import records_frame
-from benchmark.records.mask_quality import QUALITY_DIR, load_quality
+from benchmark.data.quality_files import QUALITY_DIR, load_quality
 from benchmark.records.store import RecordWarning, scan_records
 from benchmark.report import paper, protocol, statistics, tables
 from benchmark.report import sections as grouping

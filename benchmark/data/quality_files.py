@@ -1,6 +1,6 @@
 """Mask-quality files: how one lung-mask source scores against a dataset's own masks, one JSON file per
 (dataset, image size, patch grid, source) under ``<results>/mask-quality/``. ``data masks --evaluate
---results`` writes them; the report reads them beside the run records."""
+--results`` writes them; the report reads them beside the run records (without torch)."""
 
 from __future__ import annotations
 
