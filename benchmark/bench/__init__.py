@@ -87,11 +87,7 @@ def run_bench(
         report["stages"]["pretrain"]["sdpa"] = sdpa_in_use(pipelines[0].model)
         if breakdown_steps:
             report["stages"]["pretrain"]["breakdown"] = profile_breakdown(
-                pipelines[0],
-                breakdown_steps,
-                device,
-                report["stages"]["pretrain"]["flops_per_image"] * pipelines[0].batch_size,
-                peak,
+                pipelines[0], breakdown_steps, device, report["stages"]["pretrain"]["flops_per_image"], peak
             )
         if compare_reference:  # the reference computes in fp32: its yardstick is the fp32 peak
             fp32_peak = peak if dtype == torch.float32 else matmul_peak(device, torch.float32)
@@ -105,7 +101,7 @@ def run_bench(
     report["stages"]["finetune"] = stage_report(finetuning, time_interleaved([finetuning], steps, warmup)[0], device, peak)
     if breakdown_steps:
         report["stages"]["finetune"]["breakdown"] = profile_breakdown(
-            finetuning, breakdown_steps, device, report["stages"]["finetune"]["flops_per_image"] * finetuning.batch_size, peak
+            finetuning, breakdown_steps, device, report["stages"]["finetune"]["flops_per_image"], peak
         )
     return report
 

@@ -70,7 +70,7 @@ def op_class(name: str) -> str:
     return "other"
 
 
-def profile_breakdown(pipeline: Pipeline, steps: int, device: torch.device, flops_per_step: float, peak: float) -> dict:
+def profile_breakdown(pipeline: Pipeline, steps: int, device: torch.device, flops_per_image: float, peak: float) -> dict:
     """Profile ``steps`` optimizer steps of a warmed-up pipeline; shares of the step per op class, the time
     outside any op (Python, framework) and the FLOP/s the matmul classes reach as a share of ``peak``."""
     cuda = device.type == "cuda"
@@ -90,7 +90,7 @@ def profile_breakdown(pipeline: Pipeline, steps: int, device: torch.device, flop
         "profiled_steps": steps,
         "step_s": wall / steps,
         "shares": shares,
-        "matmul_share_of_peak": (flops_per_step * steps / matmul_s) / peak if matmul_s > 0 else None,
+        "matmul_share_of_peak": (flops_per_image * pipeline.batch_size * steps / matmul_s) / peak if matmul_s > 0 else None,
     }
 
 
