@@ -63,6 +63,28 @@ def test_bench_with_the_reference_reports_every_figure(tmp_path):
     assert report["stages"]["pretrain"]["flops_per_image"] == report["stages"]["reference_pretrain"]["flops_per_image"]
 
 
+def test_the_reference_loader_workers_do_not_outlive_its_block(tmp_path):
+    # left alive, they prefetch into the next pipeline's timed block and its profiled steps
+    import multiprocessing
+
+    import torch
+
+    from benchmark.bench.pipelines import ReferencePretraining, time_interleaved
+    from benchmark.data.prepare import prepare
+    from benchmark.runner import configure, resolve_method
+
+    config, _ = configure("smoke", [f"data.cache_dir={tmp_path}"])
+    method, _ = resolve_method("mae", None)
+    reference = ReferencePretraining(method, config, prepare(config.data, config.region, progress=False), torch.device("cpu"))
+    reference.start_block()
+    reference.step()
+    assert multiprocessing.active_children(), "the loader runs in worker processes"
+    reference.end_block()
+    assert not multiprocessing.active_children()
+    time_interleaved([reference], steps=1, warmup=0)
+    assert not multiprocessing.active_children()
+
+
 def test_breakdown_puts_each_op_in_its_class() -> None:
     expected = {
         "aten::addmm": "matmul/conv",

@@ -156,7 +156,10 @@ class Pipeline:
         raise NotImplementedError
 
     def start_block(self) -> None:
-        """Called before each interleaved block (the reference restarts its DataLoader workers here)."""
+        """Called before each interleaved block (the reference starts its DataLoader workers here)."""
+
+    def end_block(self) -> None:
+        """Called after each interleaved block (the reference stops its DataLoader workers here)."""
 
 
 class OurPretraining(Pipeline):
@@ -322,8 +325,12 @@ class ReferencePretraining(Pipeline):
         self.batches: Iterator = iter(())
 
     def start_block(self) -> None:
-        # Fresh workers per block: none decode in the background while the other pipeline is timed.
         self.batches = endless(lambda epoch: iter(self.loader))
+
+    def end_block(self) -> None:
+        # Workers left alive go on prefetching (prefetch_factor batches each) into whatever runs next: they took
+        # CPU from our pipeline's next block and from its profiled steps. Dropping the iterator joins them.
+        self.batches = iter(())
 
     def forward_backward(self, images: torch.Tensor) -> None:
         prediction, target = self.model(images)
@@ -362,6 +369,7 @@ def time_interleaved(pipelines: list[Pipeline], steps: int, warmup: int) -> list
                 total, data = pipeline.step()
                 measured.total.append(total)
                 measured.data.append(data)
+            pipeline.end_block()
     return times
 
 
