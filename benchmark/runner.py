@@ -28,7 +28,7 @@ from benchmark.engine.pretrain import check_pretraining_batch, pretrained_encode
 from benchmark.engine.runtime import code_version, hardware, resolve_device
 from benchmark.errors import ConfigError, RecordError
 from benchmark.files import ensure_writable
-from benchmark.records.schema import SCHEMA_VERSION, method_facts
+from benchmark.records.schema import CONTENDED_SHARE, SCHEMA_VERSION, method_facts
 from benchmark.records.frame import row_label
 from benchmark.records.store import read_record, record_path, write_record, scan_records
 from methods import METHODS
@@ -330,5 +330,14 @@ def result_summary(record: dict, path: Path, results: Path) -> str:
     pretrain = record["pretrain"]
     if pretrain is not None:
         lines.append(f"  pretrained encoder: {'reused' if pretrain.get('reused') else 'trained'} {pretrain['cache_key']}")
+    timed = {"fine-tuning": record["finetune"].get("other_cpu_share")}
+    if pretrain is not None and not pretrain.get("reused"):
+        timed["pretraining"] = pretrain.get("other_cpu_share")
+    contended = [f"{share * 100:.0f} % during {part}" for part, share in timed.items() if (share or 0) > CONTENDED_SHARE]
+    if contended:
+        lines.append(
+            f"  note: other work took {', '.join(contended)} of the CPUs: its wall times read high "
+            "(accuracy is unaffected; run nothing else beside a timed run)"
+        )
     lines.append(f"  record: {path}")
     return "\n".join(lines)

@@ -382,7 +382,27 @@ def test_table2_compute_counts_each_pretraining_once_per_seed() -> None:
     records[-1]["pretrain"]["cache_key"] = "rgmim-vit-0-m0.5"
     runs = records_frame(records)
     # 120 s pretraining once + fine-tunings 60·f + 5 s: (8 + 65) for RGMIM and 65 for scratch
-    assert table2_compute_markdown(runs) == "- seed 0: 4.3 min (2 rows, 1 pretraining, 3 fine-tunings)"
+    assert table2_compute_markdown(runs) == (
+        "- seed 0: 4.3 min (2 rows, 1 pretraining, 3 fine-tunings); whether other work shared the CPUs was not recorded"
+    )
+
+
+def test_table2_compute_says_when_other_work_shared_the_cpus() -> None:
+    records = [make_record("rgmim", "vit", fraction, 0, reused=True) for fraction in (0.05, 1.0)]
+    records.append(make_record("scratch", "resnet", 1.0, 0))
+    for record, share in zip(records, (0.02, 0.04, 0.03)):
+        record["pretrain"] = record["pretrain"] and {**record["pretrain"], "other_cpu_share": 0.01}
+        record["finetune"]["other_cpu_share"] = share
+    quiet = table2_compute_markdown(records_frame(records))
+    assert quiet.endswith("; other work took at most 4 % of the CPUs")
+
+    records[2]["finetune"]["other_cpu_share"] = 0.45  # a test suite ran beside this fine-tuning
+    del records[0]["finetune"]["other_cpu_share"]  # written before the field existed
+    busy = table2_compute_markdown(records_frame(records))
+    assert busy.endswith(
+        "; other work took more than 10 % of the CPUs during 1 of 3 timed parts (up to 45 %) (1 not recorded): "
+        "this time reads high"
+    )
 
 
 def test_probe_tables_show_the_frozen_feature_accuracies_with_paired_cis(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import platform
 import time
 import types
@@ -35,7 +34,7 @@ from torch import nn
 
 from benchmark.config import Config
 from benchmark.data.cache import default_cache_root
-from benchmark.engine.runtime import amp_enabled
+from benchmark.engine.runtime import amp_enabled, others_busy_share
 from benchmark.files import atomic_write_json, stable_hash
 
 
@@ -125,23 +124,6 @@ def time_linear_backends(repeats: int = LINEAR_REPEATS) -> dict[str, float]:
     return best
 
 
-def busy_share(interval: float = 0.2) -> float:
-    """Share of all CPUs' time spent busy over ``interval`` (``/proc/stat``; this process sleeps meanwhile).
-    Elsewhere the 1-minute load average per CPU, which lags but is what there is."""
-
-    def sample() -> tuple[int, int]:
-        ticks = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
-
-    try:
-        idle_before, total_before = sample()
-        time.sleep(interval)
-        idle_after, total_after = sample()
-    except (OSError, ValueError, IndexError):
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    return 1.0 - (idle_after - idle_before) / max(total_after - total_before, 1)
-
-
 @functools.cache
 def onednn_linear_wins(cache_root: Path) -> bool:
     """Whether oneDNN beats MKL by ``LINEAR_MARGIN`` on this CPU kind: read from ``cache_root``, measured once."""
@@ -155,7 +137,7 @@ def onednn_linear_wins(cache_root: Path) -> bool:
     verdict = seconds["mkl"] > LINEAR_MARGIN * seconds["onednn"]
     # MKL's threads lose more than oneDNN's on a busy machine (measured on a 2-core Xeon: MKL 1.7x faster
     # idle, 1.6x slower beside a running sweep), so only a verdict measured on an idle machine is kept.
-    if busy_share() < IDLE_BUSY:
+    if others_busy_share() < IDLE_BUSY:
         atomic_write_json(path, {**kind, "seconds": seconds, "margin": LINEAR_MARGIN, "onednn": verdict})
     return verdict
 

@@ -29,7 +29,7 @@ from benchmark.engine.checkpoint import restore_training_state, save_training_st
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.metrics import classification_metrics
 from benchmark.engine.scalars import ScalarLog
-from benchmark.engine.runtime import autocast, finetune_plan, lr_at, scaled_lr, set_lr
+from benchmark.engine.runtime import CpuMeter, autocast, finetune_plan, lr_at, scaled_lr, set_lr, time_weighted_share
 from benchmark.errors import TrainingError
 from methods.backbones import feature_dim
 
@@ -140,7 +140,7 @@ def finetune(
     )
     model.train()
     for epoch in range(start_epoch, epochs):
-        started = time.time()
+        started, meter = time.time(), CpuMeter().start()
         loss_sum, seen = torch.zeros((), device=device), 0
         batches = itertools.chain.from_iterable(  # pass p of epoch e: its own seeded order (e with one pass)
             train_pool.batches(settings.batch_size, config.seed, epoch * passes + p, ranks=ranks) for p in range(passes)
@@ -175,6 +175,7 @@ def finetune(
                 "train_images": seen,
                 "train_time_s": train_time,
                 "eval_time_s": time.time() - started - train_time,
+                "other_cpu_share": meter.stop(),
                 **metrics,
             }
         )
@@ -221,6 +222,9 @@ def finetune(
             "subset_size": len(train_pool),
             "wall_time_s": sum(entry["train_time_s"] + entry["eval_time_s"] for entry in history),
             "images_per_s": sum(entry["train_images"] for entry in history) / train_time if train_time else None,
+            "other_cpu_share": time_weighted_share(
+                [(entry.get("other_cpu_share"), entry["train_time_s"] + entry["eval_time_s"]) for entry in history]
+            ),
             "resumed_from_epoch": start_epoch or None,
         },
     }

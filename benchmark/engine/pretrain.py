@@ -28,7 +28,7 @@ from benchmark.engine.checkpoint import load_or_set_aside, restore_training_stat
 from benchmark.engine.fastpaths import apply_fast_paths
 from benchmark.engine.identity import encoder_cache_key
 from benchmark.engine.scalars import ScalarLog
-from benchmark.engine.runtime import autocast, lr_at, pretrain_plan, scaled_lr, set_lr
+from benchmark.engine.runtime import CpuMeter, autocast, lr_at, pretrain_plan, scaled_lr, set_lr, time_weighted_share
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.files import atomic_write_json
 from methods.base import AdamWRecipe, Method, Pretrainer
@@ -66,6 +66,9 @@ def pretrained_encoder(
             atomic_write_json(summary_file, summary)
             (directory / "checkpoint.pt").unlink(missing_ok=True)
         return PretrainedEncoder(model.arch, state, summary)
+
+
+NOT_MASKING = ("loss", "wall_time_s", "other_cpu_share")  # the epoch history's other entries are masking statistics
 
 
 def check_pretraining_batch(batch_size: int, pool_size: int) -> None:
@@ -165,7 +168,7 @@ def train(
     )
     model.train()
     for epoch in range(start_epoch, epochs):
-        epoch_started = time.time()
+        epoch_started, meter = time.time(), CpuMeter().start()
         loss_sum = torch.zeros((), device=device)
         stat_sums: dict[str, torch.Tensor] = {}
         steps_done = 0
@@ -193,7 +196,12 @@ def train(
                 bar.set_postfix(loss=f"{mean_loss.item() / steps_done:.4f}")
         mean_loss = distributed.mean(loss_sum)
         check_finite(mean_loss, method, epoch, steps_done, optimizer)
-        record = {"epoch": epoch + 1, "loss": mean_loss.item() / max(1, steps_done), "wall_time_s": time.time() - epoch_started}
+        record = {
+            "epoch": epoch + 1,
+            "loss": mean_loss.item() / max(1, steps_done),
+            "wall_time_s": time.time() - epoch_started,
+            "other_cpu_share": meter.stop(),
+        }
         record.update({name: float(distributed.mean(value)) / max(1, steps_done) for name, value in stat_sums.items()})
         history.append(record)
         if ranks.is_main:
@@ -221,8 +229,9 @@ def train(
         "base_lr": base_lr,
         "wall_time_s": wall,
         "images_per_s": images_seen / wall if wall > 0 else None,
+        "other_cpu_share": time_weighted_share([(e.get("other_cpu_share"), e["wall_time_s"]) for e in history]),
         "loss_history": [entry["loss"] for entry in history],
-        "masking": [{k: v for k, v in entry.items() if k not in ("loss", "wall_time_s")} for entry in history]
+        "masking": [{k: v for k, v in entry.items() if k not in NOT_MASKING} for entry in history]
         if model.uses_masks or method.uses_mask_ratio
         else None,
         "resumed_from_epoch": start_epoch or None,

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -153,6 +154,80 @@ def hardware(device: torch.device) -> dict:
         "hostname": platform.node(),
         "platform": platform.platform(),
     }
+
+
+def _cpu_ticks(cpus: set[int]) -> tuple[int, int]:
+    """(busy, all) clock ticks of ``cpus`` since boot, from /proc/stat's per-CPU lines; busy counts the
+    hypervisor's steal too, since it takes time from this process as another tenant would."""
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines()[1:]:
+        name, *fields = line.split()
+        if not name.startswith("cpu"):
+            break
+        if int(name[3:]) in cpus:
+            ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy, total
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class CpuMeter:
+    """The share of this process's CPUs that something else used while the block ran: other processes, other
+    tenants' steal. A wall time measured beside other work reads high, and a 2-thread OpenMP step loses far
+    more than the CPU time taken from it (each parallel region waits for its slowest thread), so records keep
+    this share beside their times. ``other_share`` is None where /proc/stat is not available."""
+
+    def __init__(self) -> None:
+        self.other_share: float | None = None
+        self._start: tuple[set[int], tuple[int, int], float] | None = None
+
+    def start(self) -> "CpuMeter":
+        try:
+            cpus = os.sched_getaffinity(0)
+            self._start = (cpus, _cpu_ticks(cpus), _own_cpu_seconds())
+        except (OSError, ValueError, IndexError, AttributeError):
+            self._start = None
+        return self
+
+    def stop(self) -> float | None:
+        if self._start is not None:
+            cpus, (busy_before, total_before), own_before = self._start
+            try:
+                (busy, total), own = _cpu_ticks(cpus), _own_cpu_seconds()
+            except (OSError, ValueError, IndexError):
+                return self.other_share
+            own_ticks = (own - own_before) * os.sysconf("SC_CLK_TCK")
+            if total > total_before:
+                self.other_share = min(1.0, max(0.0, (busy - busy_before - own_ticks) / (total - total_before)))
+        return self.other_share
+
+    __enter__ = start
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def time_weighted_share(parts: list[tuple[float | None, float]]) -> float | None:
+    """The mean of (share, seconds) parts weighted by their seconds; None when any part was not measured."""
+    seconds = sum(duration for _, duration in parts)
+    if not parts or any(share is None for share, _ in parts) or seconds <= 0:
+        return None
+    return sum(share * duration for share, duration in parts) / seconds
+
+
+def others_busy_share(interval: float = 0.2) -> float:
+    """The share of this process's CPUs others keep busy, sampled over ``interval`` while this one sleeps;
+    where /proc/stat is missing, the 1-minute load average per CPU, which lags but is what there is."""
+    with CpuMeter() as meter:
+        time.sleep(interval)
+    if meter.other_share is None:
+        return min(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    return meter.other_share
 
 
 def code_version(root: Path | None = None) -> dict:

@@ -10,6 +10,8 @@ from benchmark.config import PROBES
 
 
 SCHEMA_VERSION = 2  # 2: method_info, method-owned config sections, content fingerprints
+# a timed part's other_cpu_share above which its wall time reads high
+CONTENDED_SHARE = 0.10  # choice: others taking a tenth of the CPUs already slow a 2-thread OpenMP step visibly
 
 ARCHS = ("vit", "resnet")
 

@@ -12,6 +12,7 @@ from typing import Iterable
 import pandas as pd
 
 from benchmark.paper_grid import TABLE2_ROWS
+from benchmark.records.schema import CONTENDED_SHARE
 from benchmark.report.formatting import count, format_duration, format_stat, fraction_label, signed, to_markdown, with_paper
 from benchmark.report.sections import MASK_SOURCE_ORDER, MISSING
 from benchmark.report.statistics import table2_runs
@@ -133,16 +134,32 @@ def cost_markdown(runs: pd.DataFrame) -> str:
     return to_markdown(pd.DataFrame(rows))
 
 
+def sharing_note(shares: pd.Series) -> str:
+    """What the records say of other work on the CPUs while the timed parts ran (``other_cpu_share``)."""
+    measured = shares.dropna()
+    if measured.empty:
+        return "whether other work shared the CPUs was not recorded"
+    unrecorded = f" ({len(shares) - len(measured)} not recorded)" if len(measured) < len(shares) else ""
+    contended = int((measured > CONTENDED_SHARE).sum())
+    if not contended:
+        return f"other work took at most {measured.max() * 100:.0f} % of the CPUs{unrecorded}"
+    return (
+        f"other work took more than {CONTENDED_SHARE * 100:.0f} % of the CPUs during {contended} of "
+        f"{len(measured)} timed parts (up to {measured.max() * 100:.0f} %){unrecorded}: this time reads high"
+    )
+
+
 def table2_compute_markdown(runs: pd.DataFrame) -> str:
     """What one seed of Table 2 cost: each encoder's pretraining once (however many runs reused it) plus
-    every fine-tuning of that seed's Table 2 runs."""
+    every fine-tuning of that seed's Table 2 runs, and whether other work shared the CPUs meanwhile."""
     lines = []
     for seed, group in table2_runs(runs).groupby("seed"):
         encoders = group.dropna(subset=["pretrain_cache_key"]).drop_duplicates("pretrain_cache_key")
         seconds = encoders["pretrain_wall_time_s"].sum() + group["finetune_wall_time_s"].sum()
+        shares = pd.concat([encoders["pretrain_other_cpu_share"], group["finetune_other_cpu_share"]], ignore_index=True)
         lines.append(
             f"- seed {seed}: {format_duration(seconds)} ({count(group['row'].nunique(), 'row')}, "
-            f"{count(len(encoders), 'pretraining')}, {count(len(group), 'fine-tuning')})"
+            f"{count(len(encoders), 'pretraining')}, {count(len(group), 'fine-tuning')}); {sharing_note(shares)}"
         )
     return "\n".join(lines)
 
