@@ -139,6 +139,7 @@ class RuntimeConfig:
     cpu_onednn_linear: bool = (
         True  # choice: fp32 nn.Linear through oneDNN on AVX-512 CPUs where measured faster (2x MKL on AMD)
     )
+    cpu_keep_freed_memory: bool = True  # choice: freed tensors stay in the heap, no page faults per step (fastpaths)
     tensorboard: Optional[str] = None  # choice: per-epoch scalars under this folder (engine/scalars.py); None: off
 
 

@@ -1,6 +1,8 @@
 """The speed-only settings compute what the plain modules compute; bf16 tracks fp32."""
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -166,3 +168,30 @@ def test_compile_compiles_each_block_and_keeps_the_loss(method_name):
     # have a true gradient of 0, so theirs is rounding noise (about 1e-8): hence the absolute floor.
     for compiled_grad, plain_grad in zip(compiled_grads, plain_grads):
         assert (compiled_grad - plain_grad).norm() <= 0.02 * plain_grad.norm() + 1e-6
+
+
+def test_keeping_freed_memory_stops_the_page_faults_of_each_step():
+    # a step's activations, freed and allocated again: glibc's default returns them and maps them anew each time
+    script = """
+import resource, sys, torch
+from benchmark.engine import fastpaths
+kept = sys.argv[1] == "kept" and fastpaths.keep_freed_memory()
+def step():
+    activations = [torch.empty(n << 18).fill_(1.0) for n in (1, 3, 8, 16, 5, 2, 12)]  # 1-16 MiB each
+step()  # first touch faults in either case
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+    def faults(mode: str) -> tuple[str, int]:
+        result = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+        kept, count = result.stdout.split()
+        return kept, int(count)
+
+    default_kept, default_faults = faults("default")
+    kept, kept_faults = faults("kept")
+    assert (default_kept, kept) == ("False", "True")
+    # measured here: 15k-180k faults over 20 steps by default (glibc's own threshold moves), 3k kept
+    assert kept_faults * 3 < default_faults
