@@ -14,7 +14,7 @@
   maps it anew on the next step, so each step page-faults its activations back in: 31k faults and 12 % of
   an RGMIM pretraining step in the kernel (2-core Emerald Rapids Xeon). Raising the mmap and trim thresholds
   keeps freed blocks in the heap: 268 / 279 -> 299 / 314 img/s there, ViT fine-tuning 133 / 154 -> 157 / 158,
-  BYOL 46 / 54 -> 65 / 60 (two processes each). Memory is reused, not added: the peak is the same.
+  BYOL 46 / 54 -> 65 / 60 (two processes each). Peak memory with it is not measured yet.
 * ``channels_last``: ResNets keep activations NHWC, the layout cuDNN and oneDNN convolutions are fastest in.
 * ``compile``: ``torch.compile`` of each repeated block (transformer blocks, ResNet residual blocks), not
   of the whole model: masking and index gathers stay eager (no graph breaks), identical blocks share one
