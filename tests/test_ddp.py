@@ -105,10 +105,21 @@ def encoder_state(cache: Path) -> dict:
     return torch.load(encoder_file, weights_only=True)["state"]
 
 
+KEY_BIAS_ATOL = 1e-5  # the key bias's gradient is rounding noise: AdamW's steps on it differ by the summation order
+
+
 def assert_close_states(expected: dict, actual: dict) -> None:
+    """Equal within float32 summation-order noise. A key bias gets no gradient in exact arithmetic (softmax is
+    unchanged by a shift shared by all keys), so its value only has to stay as near zero as the other run's
+    (measured on a Zen 3: 1.1e-6 apart after 2 epochs, against 1e-6 allowed elsewhere)."""
     assert expected.keys() == actual.keys()
     for name, tensor in expected.items():
-        torch.testing.assert_close(actual[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+        ours = actual[name]
+        if name.endswith("attn.qkv.bias"):
+            (query, key, value), (our_query, our_key, our_value) = tensor.chunk(3), ours.chunk(3)
+            torch.testing.assert_close(our_key, key, rtol=0, atol=KEY_BIAS_ATOL, msg=lambda text: f"{name} key: {text}")
+            tensor, ours = torch.cat([query, value]), torch.cat([our_query, our_value])
+        torch.testing.assert_close(ours, tensor, rtol=1e-5, atol=1e-6, msg=lambda text: f"{name}: {text}")
 
 
 def test_two_ranks_match_one_process_and_only_rank_0_writes(tmp_path):

@@ -473,6 +473,16 @@ def test_the_cost_table_counts_each_encoder_once_when_every_run_reused_it() -> N
     assert row[7] == format_duration(2 * 300.0 + finetune_s)
 
 
+def test_the_cost_table_names_the_cpu_model_where_the_records_have_it() -> None:
+    from benchmark.report.tables import cost_markdown
+
+    named = make_record("rgmim", "vit", 1.0, 0)
+    named["hardware"]["cpu"] = "AMD EPYC (family 25, model 1), AVX2"
+    unnamed = make_record("rgmim", "vit", 0.1, 0)  # written before records named the CPU
+    hardware = table_row(cost_markdown(group_sections([named, unnamed])[0].runs), "RGMIM")[-1]
+    assert hardware.split("; ") == ["AMD EPYC (family 25, model 1), AVX2 × 2 · torch 2.4.1", "CPU × 2 · torch 2.4.1"]
+
+
 def test_the_committed_results_readme_and_csv_are_what_report_makes_of_the_committed_records(tmp_path: Path) -> None:
     committed = Path(__file__).resolve().parents[1] / "results"
     build_report(committed, out_dir=tmp_path)

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmark.records.schema import validate_record
 from conftest import smoke_run, smoke_weights
@@ -48,6 +49,8 @@ def test_every_registry_entry_runs_end_to_end(workspace, method, arch):
         assert all(math.isfinite(loss) for loss in record["pretrain"]["loss_history"])
         assert record["pretrain"]["cache_key"].startswith(method)
     assert record["dataset"]["name"] == "phantom" and record["dataset"]["finetune_subset"] > 0
+    # speed figures are only comparable per CPU kind: the record names it, kernel level included
+    assert record["hardware"]["cpu"].endswith(torch.backends.cpu.get_cpu_capability())
 
 
 @pytest.mark.slow

@@ -110,7 +110,7 @@ def table(report: dict) -> str:
     device = report["device"]
     lines = [
         f"bench {report['method']} ({report['arch']}), profile {report['profile']}, "
-        f"{device['gpu'] or 'CPU'} ({device['cpu_count']} cores, {device['threads']} threads), "
+        f"{device['gpu'] or device['cpu']} ({device['cpu_count']} cores, {device['threads']} threads), "
         f"torch {device['torch']}, compute {report['compute_dtype']}"
         + (f" (nn.Linear: {report['cpu_linear']})" if report.get("cpu_linear") else "")
         + ", "

@@ -29,7 +29,6 @@ import ctypes.util
 import functools
 import json
 import math
-import platform
 import time
 import types
 from pathlib import Path
@@ -41,7 +40,7 @@ from torch import nn
 
 from benchmark.config import Config
 from benchmark.data.cache import default_cache_root
-from benchmark.engine.runtime import amp_enabled, others_busy_share
+from benchmark.engine.runtime import amp_enabled, cpu_name, others_busy_share
 from benchmark.files import atomic_write_json, stable_hash
 
 
@@ -95,21 +94,8 @@ IDLE_BUSY = 0.25  # choice: share of CPU time busy with other work below which t
 
 
 def cpu_kind() -> dict:
-    """What a measured choice holds for: the CPU model, PyTorch's kernel level, threads and torch version."""
-    try:
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
-    except OSError:
-        names = []
-    return {
-        "cpu": names[0] if names else platform.processor() or platform.machine(),
-        "capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
+    """What a measured choice holds for: the CPU model and kernel level, threads and torch version."""
+    return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def time_linear_backends(repeats: int = LINEAR_REPEATS) -> dict[str, float]:

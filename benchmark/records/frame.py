@@ -69,6 +69,7 @@ def _record_row(record: dict) -> dict[str, Any]:
             "finetune_other_cpu_share": record["finetune"].get("other_cpu_share"),
             "device": hardware["device"],
             "gpu": hardware["gpu"],
+            "cpu": hardware.get("cpu"),  # absent from records written before the CPU model was recorded
             "cpu_count": hardware["cpu_count"],
             "torch": hardware["torch"],
             "commit": record["code_version"]["commit"],

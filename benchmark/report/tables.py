@@ -105,7 +105,12 @@ def per_class_markdown(runs: pd.DataFrame, classes: list[str]) -> str:
 
 
 def _hardware_label(run: pd.Series) -> str:
-    device = run["gpu"] if isinstance(run["gpu"], str) and run["gpu"] else f"CPU × {run['cpu_count']}"
+    if isinstance(run["gpu"], str) and run["gpu"]:
+        device = run["gpu"]
+    elif isinstance(run["cpu"], str) and run["cpu"]:
+        device = f"{run['cpu']} × {run['cpu_count']}"
+    else:
+        device = f"CPU × {run['cpu_count']}"  # the model was not recorded
     return f"{device} · torch {run['torch']}"
 
 
