@@ -7,15 +7,16 @@ its identity includes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmark.cli import main
 from benchmark.config import identity
 from benchmark.data.prepare import prepare
 from benchmark.engine.identity import encoder_cache_key
@@ -24,16 +25,14 @@ from benchmark.engine.batches import TensorPool
 from benchmark.runner import configure
 from methods import METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = re.compile(r"\b([a-z]+-(?:vit|resnet)-f[0-9.]+-s\d+-[0-9a-f]{10})\b")
 
 
 def dry_run_ids(tmp_path: Path, *overrides: str) -> dict[str, str]:
-    """``sweep --grid table2 --dry-run`` at the smoke profile: (method-arch-fraction) -> run id."""
-    command = [
-        sys.executable,
-        "-m",
-        "benchmark",
+    """``sweep --grid table2 --dry-run`` at the smoke profile: (method-arch-fraction) -> run id. In-process (the
+    CLI's own ``main``): sixteen interpreter starts cost 3 min on a 2-core Zen 3; tests/test_sweep.py runs the
+    dry run as a subprocess."""
+    arguments = [
         "sweep",
         "--grid",
         "table2",
@@ -50,10 +49,12 @@ def dry_run_ids(tmp_path: Path, *overrides: str) -> dict[str, str]:
         str(tmp_path / "resnet.pth"),
         *(item for override in overrides for item in ("--set", override)),
     ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    ids = RUN_ID.findall(done.stdout)
-    assert len(ids) == 50, done.stdout  # ten rows x five fractions
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        code = main(arguments)
+    assert code == 0, errors.getvalue()
+    ids = RUN_ID.findall(printed.getvalue())
+    assert len(ids) == 50, printed.getvalue()  # ten rows x five fractions
     return {run.rsplit("-s", 1)[0]: run for run in ids}
 
 
