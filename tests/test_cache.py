@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import prepare_data
 
+import benchmark.data.cache as cache_module
 from benchmark.config import DataConfig
 from benchmark.data.cache import COMPLETE_MARKER, ensure_cache, entry_directory, resolve_cache_root
 from benchmark.data.layouts import open_source
@@ -74,7 +76,50 @@ def test_two_processes_preparing_the_same_cache(radiography_root, tmp_path):
         assert shared_bytes == (alone.directory / name).read_bytes()
 
 
-def test_interrupted_build_leaves_no_trusted_cache_and_names_the_file(radiography_root, data_config, tmp_path):
+@pytest.fixture
+def decode_in_workers(monkeypatch):
+    """Every build decodes in worker processes, however few its images (the sample folders are small)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("decoding in workers needs 2 CPUs")
+    monkeypatch.setattr(cache_module, "PARALLEL_DECODE_MIN", 0)
+
+
+def test_decoding_in_workers_writes_what_one_process_writes(radiography_root, data_config, tmp_path, request):
+    serial = prepare_data(data_config(radiography_root))  # fewer images than PARALLEL_DECODE_MIN: this process
+    request.getfixturevalue("decode_in_workers")
+    parallel = prepare_data(data_config(radiography_root, cache_dir=str(tmp_path / "parallel")))
+    assert parallel.keys == serial.keys
+    for name in ("images", "masks", "has_mask"):
+        assert np.array_equal(getattr(parallel, name), getattr(serial, name)), name
+
+
+UNGUARDED_SCRIPT = """
+import sys
+from pathlib import Path
+import benchmark.data.cache as cache
+from benchmark.data.phantom import PhantomSource
+cache.PARALLEL_DECODE_MIN = 0
+source = PhantomSource(count=12)
+print(cache.ensure_cache(source, source.fingerprint(), 32, Path(sys.argv[1]), progress=False).images.shape)
+"""
+
+
+def test_workers_do_not_run_the_callers_script_again(tmp_path, request):
+    """A user's script without an ``if __name__ == "__main__"`` guard (here: read from stdin) builds a cache."""
+    request.getfixturevalue("decode_in_workers")
+    done = subprocess.run(
+        [sys.executable, "-", str(tmp_path / "cache")], input=UNGUARDED_SCRIPT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["(12,", "32,", "32)"]
+
+
+@pytest.mark.parametrize("workers", [False, True], ids=["one process", "workers"])
+def test_interrupted_build_leaves_no_trusted_cache_and_names_the_file(
+    radiography_root, data_config, tmp_path, request, workers
+):
+    if workers:
+        request.getfixturevalue("decode_in_workers")
     broken = radiography_root / "COVID-19_Radiography_Dataset" / "Normal" / "images" / "Normal-3.png"
     intact = broken.read_bytes()
     broken.write_bytes(intact[: len(intact) // 2])  # truncated, as by an interrupted download
@@ -100,7 +145,10 @@ def test_unmarked_or_leftover_folders_are_never_trusted(radiography_root, data_c
     assert data.images.shape == (len(source.items), 64, 64) and not killed_build.exists()
 
 
-def test_corrupt_mask_is_named(radiography_root, data_config):
+@pytest.mark.parametrize("workers", [False, True], ids=["one process", "workers"])
+def test_corrupt_mask_is_named(radiography_root, data_config, request, workers):
+    if workers:
+        request.getfixturevalue("decode_in_workers")
     mask = radiography_root / "COVID-19_Radiography_Dataset" / "COVID" / "masks" / "COVID-2.png"
     mask.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DataError, match=r"COVID/masks/COVID-2\.png: cannot decode mask"):
