@@ -1,10 +1,5 @@
 """The embedded phantom: determinism, shapes, where the class signal lives, and its calibration."""
 
-import functools
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -12,6 +7,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from benchmark.data import phantom
+from benchmark.data.cache import decoded_items
 from benchmark.data.phantom import CLASSES, PhantomSource, generate, label_of
 from benchmark.data.source import resize_image, resize_mask
 from benchmark.errors import DataError
@@ -178,18 +174,13 @@ def lung_blanked(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return blanked
 
 
-def plain_and_blanked(source: PhantomSource, size: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    image, mask = source.load(index, source.native_size)
-    return resize_image(image, size).ravel(), resize_image(lung_blanked(image, mask), size).ravel()
-
-
 def probe_features(source: PhantomSource, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flattened images and lung-blanked images at ``size``, from one render per item, rendered on every CPU
-    (spawned workers import numpy and the phantom only: 2000 renders take 1.7 min on one Zen 3 core)."""
-    render = functools.partial(plain_and_blanked, source, size)
-    workers = len(os.sched_getaffinity(0))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        plain, blanked = zip(*pool.map(render, range(len(source.items)), chunksize=50))
+    as the cache renders them."""
+    plain, blanked = [], []
+    for image, mask in decoded_items(source, source.native_size):
+        plain.append(resize_image(image, size).ravel())
+        blanked.append(resize_image(lung_blanked(image, mask), size).ravel())
     labels = np.array([item.label for item in source.items])
     return np.array(plain, np.float32), np.array(blanked, np.float32), labels
 

@@ -169,7 +169,7 @@ def _write_images(source: Source, size: int, staging: Path, progress: bool, meta
     images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (count, size, size))
     masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (count, size, size))
     has_mask = np.zeros(count, bool)
-    with contextlib.closing(_decoded(source, size)) as decoded:  # closed: an error here stops the workers
+    with contextlib.closing(decoded_items(source, size)) as decoded:  # closed: an error here stops the workers
         for index in stage(range(count), f"decoding {source.name} at {size} px", progress):
             image, mask = next(decoded)
             name = f"{source.name} item {source.items[index].key}"
@@ -184,14 +184,15 @@ def _write_images(source: Source, size: int, staging: Path, progress: bool, meta
     _write_index(staging, [item.key for item in source.items], {"size": size, **metadata})
 
 
-DECODE_WORKERS_MAX = 8  # choice: past 8 processes the disk, not the CPU, bounds a PNG folder
-PARALLEL_DECODE_MIN = 256  # choice: spawning a worker costs about 1 s; fewer images decode faster in this process
+DECODE_WORKERS_MAX = 8  # choice: a cap, so that a build on a many-core node leaves cores to others (measured on 2 only)
+PARALLEL_DECODE_MIN = 256  # choice: a sample folder of a few dozen images is not worth starting a pool for
 
 
-def _decoded(source: Source, size: int) -> Iterator[tuple[np.ndarray, Optional[np.ndarray]]]:
+def decoded_items(source: Source, size: int) -> Iterator[tuple[np.ndarray, Optional[np.ndarray]]]:
     """``source.load(index, size)`` for every index in order, on every CPU this process may use. Processes, not
-    threads: PNG decoding, resizing and the phantom's rendering hold the GIL (measured on a 2-core Zen 3, 2000
-    phantom images at 64 px: 2 threads 1.2x, 2 processes 1.9x, byte-identical)."""
+    threads: PNG decoding, resizing and the phantom's rendering hold the GIL (measured on a 2-core Zen 3, phantom
+    at 64 px: 2 threads 1.2x over 120 images, 2 processes 1.9x over 400, byte-identical). Close it (or run it to
+    the end) to stop the workers."""
     count = len(source.items)
     workers = min(len(os.sched_getaffinity(0)), DECODE_WORKERS_MAX)
     load = functools.partial(_load, source, size)
