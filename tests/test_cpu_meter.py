@@ -5,9 +5,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from benchmark.engine.runtime import CpuMeter, others_busy_share
+
+pytestmark = pytest.mark.alone
 
 
 def spinner() -> subprocess.Popen:

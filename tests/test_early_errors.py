@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 import torchvision
 
-from conftest import QU_EX_SAMPLE, smoke_run
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import QU_EX_SAMPLE, smoke_in_process
 
 
-def run(tmp_path: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return smoke_run(tmp_path / "cache", *arguments)
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture):
+    def run_in(*arguments: str) -> SimpleNamespace:
+        return smoke_in_process(capsys, tmp_path / "cache", *arguments)
+
+    return run_in
 
 
 def decoded_anything(tmp_path: Path) -> bool:
     return any(path.name.endswith("px") for path in (tmp_path / "cache").glob("*"))
 
 
-def test_a_results_path_that_is_a_file_fails_before_any_work(tmp_path):
+def test_a_results_path_that_is_a_file_fails_before_any_work(tmp_path, run):
     results = tmp_path / "results"
     results.write_text("not a folder")
-    result = run(tmp_path, "--method", "mae", "--fraction", "0.5", "--results", str(results))
+    result = run("--method", "mae", "--fraction", "0.5", "--results", str(results))
     assert result.returncode == 2 and "error: --results" in result.stderr and "cannot write there" in result.stderr
     assert "Traceback" not in result.stderr and not decoded_anything(tmp_path)
 
 
-def test_weights_files_that_cannot_serve_say_what_they_hold(tmp_path):
+def test_weights_files_that_cannot_serve_say_what_they_hold(tmp_path, run):
     text = tmp_path / "notes.pth"
     text.write_text("these are not weights")
     pickled = tmp_path / "model.pth"
@@ -45,7 +48,6 @@ def test_weights_files_that_cannot_serve_say_what_they_hold(tmp_path):
     }
     for path, message in expectations.items():
         result = run(
-            tmp_path,
             "--method",
             "transfer",
             "--arch",
@@ -76,7 +78,7 @@ def make_dataset(root: Path, per_class: dict[str, int]) -> Path:
     return root
 
 
-def test_datasets_that_cannot_be_compared_on_are_refused_before_decoding(tmp_path):
+def test_datasets_that_cannot_be_compared_on_are_refused_before_decoding(tmp_path, run):
     cases = {
         "one-each": ({"A": 1, "B": 1}, "leaves no test image"),
         "one-class": ({"A": 3}, "one class (A); expected at least two"),
@@ -84,7 +86,6 @@ def test_datasets_that_cannot_be_compared_on_are_refused_before_decoding(tmp_pat
     for name, (per_class, message) in cases.items():
         root = make_dataset(tmp_path / name, per_class)
         result = run(
-            tmp_path,
             "--method",
             "scratch",
             "--fraction",
@@ -100,7 +101,6 @@ def test_datasets_that_cannot_be_compared_on_are_refused_before_decoding(tmp_pat
         assert "Traceback" not in result.stderr
     root = make_dataset(tmp_path / "small", {"A": 3, "B": 3})  # 4 training images, smoke batch 16
     result = run(
-        tmp_path,
         "--method",
         "mae",
         "--fraction",

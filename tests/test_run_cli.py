@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmark.records.schema import validate_record
-from conftest import smoke_run, smoke_weights
+from conftest import smoke_in_process, smoke_run, smoke_weights
 from methods import METHODS
 
 REGISTRY_ENTRIES = [(name, arch) for name, method in METHODS.items() for arch in method.archs]
@@ -82,6 +82,6 @@ def test_missing_weights_fail_before_any_work(workspace, tmp_path):
         (["--method", "byol", "--arch", "vit", "--fraction", "0.05"], "--arch 'vit'"),
     ],
 )
-def test_bad_run_arguments_are_clear_errors(workspace, arguments, message):
-    result = run_cli(workspace, *arguments)
+def test_bad_run_arguments_are_clear_errors(workspace, arguments, message, capsys):
+    result = smoke_in_process(capsys, workspace["cache"], "--results", str(workspace["results"]), *arguments)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
