@@ -3,7 +3,9 @@ pytest-xdist worker."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import os
 import shutil
 import subprocess
@@ -114,23 +116,31 @@ def smoke_weights(folder: Path) -> dict[str, Path]:
 REPO = Path(__file__).resolve().parents[1]
 
 
+def smoke_arguments(cache: Path, command: str) -> list[str]:
+    return [command, "--profile", "smoke", "--no-progress", "--cache-dir", str(cache)]
+
+
 def smoke_run(cache: Path, *arguments: str, command: str = "run", timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m benchmark COMMAND --profile smoke --no-progress --cache-dir CACHE ...`` as a real subprocess."""
-    command = [sys.executable, "-m", "benchmark", command, "--profile", "smoke", "--no-progress", "--cache-dir", str(cache)]
-    return subprocess.run([*command, *arguments], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    command_line = [sys.executable, "-m", "benchmark", *smoke_arguments(cache, command), *arguments]
+    return subprocess.run(command_line, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def smoke_in_process(capsys: pytest.CaptureFixture, cache: Path, *arguments: str, command: str = "run") -> SimpleNamespace:
-    """``smoke_run`` through ``benchmark.cli.main`` in this process, for tests of errors raised before any work:
-    the same code path without a second import of torch, timm and torchvision (9 s per process on a 2-core
-    Zen 3). ``smoke_run`` tests keep the real process and its exit code."""
+def cli_in_process(*argv: str) -> SimpleNamespace:
+    """``python -m benchmark ARGV`` through ``benchmark.cli.main`` in this process: the same code path without a
+    second import of torch, timm and torchvision (9 s per process on a 2-core Zen 3). The ``smoke_run`` tests
+    keep the real process and its exit code."""
     from benchmark.cli import main
 
-    capsys.readouterr()  # only this command's output
-    argv = [command, "--profile", "smoke", "--no-progress", "--cache-dir", str(cache), *arguments]
-    try:
-        returncode = main(argv)
-    except SystemExit as exit:  # argparse's usage errors
-        returncode = exit.code
-    output = capsys.readouterr()
-    return SimpleNamespace(returncode=returncode, stdout=output.out, stderr=output.err)
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        try:
+            returncode = main(list(argv))
+        except SystemExit as exit:  # argparse's usage errors
+            returncode = exit.code
+    return SimpleNamespace(returncode=returncode, stdout=printed.getvalue(), stderr=errors.getvalue())
+
+
+def smoke_in_process(cache: Path, *arguments: str, command: str = "run") -> SimpleNamespace:
+    """``smoke_run`` in this process (``cli_in_process``), for tests of errors raised before any work."""
+    return cli_in_process(*smoke_arguments(cache, command), *arguments)

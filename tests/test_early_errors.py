@@ -6,34 +6,29 @@ import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 import torch
 import torchvision
 
 from conftest import QU_EX_SAMPLE, smoke_in_process
 
 
-@pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture):
-    def run_in(*arguments: str) -> SimpleNamespace:
-        return smoke_in_process(capsys, tmp_path / "cache", *arguments)
-
-    return run_in
+def run(tmp_path: Path, *arguments: str) -> SimpleNamespace:
+    return smoke_in_process(tmp_path / "cache", *arguments)
 
 
 def decoded_anything(tmp_path: Path) -> bool:
     return any(path.name.endswith("px") for path in (tmp_path / "cache").glob("*"))
 
 
-def test_a_results_path_that_is_a_file_fails_before_any_work(tmp_path, run):
+def test_a_results_path_that_is_a_file_fails_before_any_work(tmp_path):
     results = tmp_path / "results"
     results.write_text("not a folder")
-    result = run("--method", "mae", "--fraction", "0.5", "--results", str(results))
+    result = run(tmp_path, "--method", "mae", "--fraction", "0.5", "--results", str(results))
     assert result.returncode == 2 and "error: --results" in result.stderr and "cannot write there" in result.stderr
     assert "Traceback" not in result.stderr and not decoded_anything(tmp_path)
 
 
-def test_weights_files_that_cannot_serve_say_what_they_hold(tmp_path, run):
+def test_weights_files_that_cannot_serve_say_what_they_hold(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("these are not weights")
     pickled = tmp_path / "model.pth"
@@ -48,6 +43,7 @@ def test_weights_files_that_cannot_serve_say_what_they_hold(tmp_path, run):
     }
     for path, message in expectations.items():
         result = run(
+            tmp_path,
             "--method",
             "transfer",
             "--arch",
@@ -78,7 +74,7 @@ def make_dataset(root: Path, per_class: dict[str, int]) -> Path:
     return root
 
 
-def test_datasets_that_cannot_be_compared_on_are_refused_before_decoding(tmp_path, run):
+def test_datasets_that_cannot_be_compared_on_are_refused_before_decoding(tmp_path):
     cases = {
         "one-each": ({"A": 1, "B": 1}, "leaves no test image"),
         "one-class": ({"A": 3}, "one class (A); expected at least two"),
@@ -86,6 +82,7 @@ def test_datasets_that_cannot_be_compared_on_are_refused_before_decoding(tmp_pat
     for name, (per_class, message) in cases.items():
         root = make_dataset(tmp_path / name, per_class)
         result = run(
+            tmp_path,
             "--method",
             "scratch",
             "--fraction",
@@ -101,6 +98,7 @@ def test_datasets_that_cannot_be_compared_on_are_refused_before_decoding(tmp_pat
         assert "Traceback" not in result.stderr
     root = make_dataset(tmp_path / "small", {"A": 3, "B": 3})  # 4 training images, smoke batch 16
     result = run(
+        tmp_path,
         "--method",
         "mae",
         "--fraction",

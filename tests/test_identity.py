@@ -7,31 +7,28 @@ its identity includes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmark.cli import main
 from benchmark.config import identity
 from benchmark.data.prepare import prepare
 from benchmark.engine.identity import encoder_cache_key
 from benchmark.engine.pretrain import build_optimizer, pretrain_views
 from benchmark.engine.batches import TensorPool
 from benchmark.runner import configure
+from conftest import cli_in_process
 from methods import METHODS
 
 RUN_ID = re.compile(r"\b([a-z]+-(?:vit|resnet)-f[0-9.]+-s\d+-[0-9a-f]{10})\b")
 
 
 def dry_run_ids(tmp_path: Path, *overrides: str) -> dict[str, str]:
-    """``sweep --grid table2 --dry-run`` at the smoke profile: (method-arch-fraction) -> run id. In-process (the
-    CLI's own ``main``): sixteen interpreter starts cost 3 min on a 2-core Zen 3; tests/test_sweep.py runs the
-    dry run as a subprocess."""
+    """``sweep --grid table2 --dry-run`` at the smoke profile: (method-arch-fraction) -> run id. In-process:
+    sixteen interpreter starts cost 3 min on a 2-core Zen 3; tests/test_sweep.py runs the dry run as a subprocess."""
     arguments = [
         "sweep",
         "--grid",
@@ -49,12 +46,10 @@ def dry_run_ids(tmp_path: Path, *overrides: str) -> dict[str, str]:
         str(tmp_path / "resnet.pth"),
         *(item for override in overrides for item in ("--set", override)),
     ]
-    printed, errors = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
-        code = main(arguments)
-    assert code == 0, errors.getvalue()
-    ids = RUN_ID.findall(printed.getvalue())
-    assert len(ids) == 50, printed.getvalue()  # ten rows x five fractions
+    done = cli_in_process(*arguments)
+    assert done.returncode == 0, done.stderr
+    ids = RUN_ID.findall(done.stdout)
+    assert len(ids) == 50, done.stdout  # ten rows x five fractions
     return {run.rsplit("-s", 1)[0]: run for run in ids}
 
 

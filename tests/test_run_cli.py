@@ -82,6 +82,6 @@ def test_missing_weights_fail_before_any_work(workspace, tmp_path):
         (["--method", "byol", "--arch", "vit", "--fraction", "0.05"], "--arch 'vit'"),
     ],
 )
-def test_bad_run_arguments_are_clear_errors(workspace, arguments, message, capsys):
-    result = smoke_in_process(capsys, workspace["cache"], "--results", str(workspace["results"]), *arguments)
+def test_bad_run_arguments_are_clear_errors(workspace, arguments, message):
+    result = smoke_in_process(workspace["cache"], "--results", str(workspace["results"]), *arguments)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
