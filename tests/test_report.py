@@ -19,9 +19,8 @@ from benchmark.records.store import RecordWarning, write_record
 from benchmark.cli import build_parser
 from benchmark.report import build_report, paper
 from benchmark.report.formatting import format_duration
-from benchmark.report.plots import frontier_frame
 from benchmark.report.sections import group_sections
-from benchmark.report.statistics import paired_differences, paired_mean_ci, table2_stats
+from benchmark.report.statistics import budget_frontier, paired_differences, paired_mean_ci, table2_stats
 from benchmark.report.tables import table2_compute_markdown
 from test_records import make_record  # pytest puts tests/ on sys.path (rootdir-less test modules)
 
@@ -451,7 +450,7 @@ def test_runs_with_another_protocol_get_their_own_section_and_runs_that_do_not_r
     assert "## phantom · cpu profile · pretrain.epochs=40" in readme
     assert "⚠ Config values that differ between runs" not in readme  # each table holds one protocol
     # the budget frontier: each row's cells under every variant, against what one seed of the cell cost
-    frontier = frontier_frame([main, byol, longer_section]).set_index(["row", "fraction", "budget"])
+    frontier = budget_frontier([main, byol, longer_section]).set_index(["row", "fraction", "budget"])
     rgmim_usual, rgmim_longer = frontier.loc[("RGMIM", 1.0, "usual")], frontier.loc[("RGMIM", 1.0, "pretrain.epochs=40")]
     finetune_minutes = main.runs.query("row == 'RGMIM' and fraction == 1.0")["finetune_wall_time_s"].mean() / 60
     assert rgmim_usual["minutes"] == pytest.approx(2.0 + finetune_minutes)
@@ -460,6 +459,24 @@ def test_runs_with_another_protocol_get_their_own_section_and_runs_that_do_not_r
     assert "## Budget frontier · phantom · cpu profile" in readme
     figure = re.search(r"\(plots/([^)]+budget-frontier\.png)\)", readme)
     assert figure is not None and imread(tmp_path / "plots" / figure.group(1)).shape[2] == 4
+    # the figure's points as a table, cheaper budget first
+    frontier_table = section_text(readme, "Budget frontier · phantom · cpu profile")
+    rgmim_rows = [line for line in frontier_table.splitlines() if line.startswith("| RGMIM | 100 % |")]
+    assert [row.split(" | ")[2] for row in rgmim_rows] == ["usual", "pretrain.epochs=40"]
+    assert rgmim_rows[1].split(" | ")[3:6] == ["2", format_duration(8.0 * 60 + finetune_minutes * 60), "0.900"]
+
+
+def test_the_budget_frontier_compares_budgets_on_the_seeds_both_ran() -> None:
+    # three seeds of the usual budget, one of the longer one: a lucky seed 2 must not flatter the usual budget
+    usual = [make_record("rgmim", "vit", 1.0, seed, accuracy) for seed, accuracy in ((0, 0.6), (1, 0.7), (2, 0.95))]
+    usual += [make_record("scratch", "vit", 1.0, seed, 0.3 + 0.1 * seed) for seed in (0, 1, 2)]
+    longer = [make_record("rgmim", "vit", 1.0, 0, 0.65, overrides=("pretrain.epochs=40",), pretrain_s=480.0)]
+    frontier = budget_frontier(group_sections(usual + longer)).set_index(["row", "budget"])
+    assert frontier.loc[("RGMIM", "usual"), "accuracy"] == pytest.approx(0.6)
+    assert frontier.loc[("RGMIM", "usual"), "seeds"] == frontier.loc[("RGMIM", "pretrain.epochs=40"), "seeds"] == 1
+    # a row with one budget keeps every seed it has
+    assert frontier.loc[("Scratch (ViT)", "usual"), "seeds"] == 3
+    assert frontier.loc[("Scratch (ViT)", "usual"), "accuracy"] == pytest.approx(0.4)
 
 
 def test_the_cost_table_counts_each_encoder_once_when_every_run_reused_it() -> None:

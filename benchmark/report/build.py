@@ -234,18 +234,22 @@ def _section_markdown(
 def _frontier_markdown(family: list[Section], plots_dir: Path, results_dir: Path) -> tuple[list[str], list[Path]]:
     """Accuracy against cost for the protocol variants of one (dataset, profile) family, when it has several."""
     path = plots_dir / f"{family[0].slug}-budget-frontier.png"
-    if not plot_budget_frontier(family, path):
+    frontier = statistics.budget_frontier(family)
+    if not plot_budget_frontier(frontier, family[0], path):
         return [], []
     lines = [
         f"## Budget frontier · {family[0].dataset} · {family[0].profile} profile",
         "",
         "The same rows under each protocol variant of this dataset and profile (sections above): mean test "
-        "accuracy over seeds against the mean minutes one seed of the cell cost, its encoder's pretraining plus "
-        "its fine-tuning at that fraction (a row without pretraining has one point). "
+        "accuracy against the mean minutes one seed of the cell cost, its encoder's pretraining plus its "
+        "fine-tuning at that fraction (a row without pretraining has one point). Means are over the seeds that "
+        "every budget of the row ran, so a budget with more seeds is not compared on its luckier ones. "
         "Variants: " + "; ".join(f"[{s.title}](#{s.slug})" for s in family) + ".",
         "",
         f"![Accuracy vs compute per seed, by budget, {family[0].dataset} · {family[0].profile} profile]"
         f"({path.relative_to(results_dir).as_posix()})",
+        "",
+        tables.budget_frontier_markdown(frontier),
         "",
     ]
     return lines, [path]

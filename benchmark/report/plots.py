@@ -23,7 +23,14 @@ from benchmark.records.frame import row_label, row_order
 from benchmark.report import paper
 from benchmark.report.formatting import fraction_label
 from benchmark.report.sections import Section
-from benchmark.report.statistics import table2_runs, table2_stats, table3_stats
+from benchmark.report.statistics import (
+    FRONTIER_FRACTIONS,
+    MEASURES,
+    USUAL_BUDGET,
+    table2_runs,
+    table2_stats,
+    table3_stats,
+)
 
 DPI = 110
 
@@ -203,39 +210,19 @@ def plot_accuracy_vs_mask_ratio(section: Section, path: Path) -> bool:
     return True
 
 
-# (file-name suffix, caption, plotting function), in the order they appear in the README.
-FRONTIER_FRACTIONS = (0.1, 1.0)  # choice: a low-label and the full-label column, one line style each
-FRONTIER_PANELS = (("accuracy", "fine-tuned"), ("knn_accuracy", "kNN on frozen features"), ("linear_accuracy", "linear probe"))
-
-
-def frontier_frame(sections: list[Section]) -> pd.DataFrame:
-    """Per (section, row, fraction): mean accuracies over seeds and the mean minutes one seed of that cell
-    cost (the row's pretraining plus its fine-tuning at that fraction), for the frontier figure."""
-    frames = []
-    for section in sections:
-        runs = table2_runs(section.runs)
-        runs = runs[runs["fraction"].isin(FRONTIER_FRACTIONS)]
-        if runs.empty:
-            continue
-        minutes = (runs["pretrain_wall_time_s"].fillna(0.0) + runs["finetune_wall_time_s"]) / 60
-        values = [value for value, _ in FRONTIER_PANELS]
-        frame = runs.assign(minutes=minutes).groupby(["row_order", "row", "fraction"])[["minutes", *values]].mean()
-        frames.append(frame.reset_index().assign(budget=", ".join(section.variant) or "usual"))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def plot_budget_frontier(sections: list[Section], path: Path) -> bool:
-    """Accuracy against the minutes a cell cost, one point per protocol variant of a (dataset, profile)
-    family; a row's points joined in order of cost. Drawn when the family has two or more variants."""
-    frame = frontier_frame(sections)
+def plot_budget_frontier(frame: pd.DataFrame, first: Section, path: Path) -> bool:
+    """Accuracy against the minutes a cell cost (``statistics.budget_frontier`` of a (dataset, profile) family
+    whose first section is ``first``), one point per budget; a row's points joined in order of cost. Drawn
+    when the family has two or more budgets."""
     if frame.empty or frame["budget"].nunique() < 2:
         return False
-    first = sections[0]
     figure, axes = _grid(
-        len(FRONTIER_PANELS), f"Accuracy vs compute per seed, by budget\n{first.dataset} · {first.profile} profile"
+        len(MEASURES),
+        "Accuracy vs compute per seed, by budget (on the seeds every budget of a row ran)\n"
+        f"{first.dataset} · {first.profile} profile",
     )
     styles = dict(zip(FRONTIER_FRACTIONS, ("--", "-")))
-    for ax, (value, title) in zip(axes, FRONTIER_PANELS):
+    for ax, (value, title) in zip(axes, MEASURES.items()):
         for (order, label, fraction), group in frame.dropna(subset=[value]).groupby(["row_order", "row", "fraction"]):
             group = group.sort_values("minutes")
             ax.plot(
@@ -247,7 +234,7 @@ def plot_budget_frontier(sections: list[Section], path: Path) -> bool:
                 label=f"{label}, {fraction_label(fraction)}",
             )
             for _, point in group.iterrows():
-                if point["budget"] != "usual":
+                if point["budget"] != USUAL_BUDGET:
                     ax.annotate(point["budget"], (point["minutes"], point[value]), fontsize="x-small", alpha=0.7)
         ax.set_xlabel("minutes per seed (pretraining + fine-tuning at that fraction)")
         ax.set_ylabel("test accuracy")
@@ -258,6 +245,7 @@ def plot_budget_frontier(sections: list[Section], path: Path) -> bool:
     return True
 
 
+# (file-name suffix, caption, plotting function), in the order they appear in the README.
 FIGURES: tuple[tuple[str, str, Callable[[Section, Path], bool]], ...] = (
     ("fig4-rgmim-vs-mae", "Test accuracy per fine-tuning epoch, RGMIM vs MAE (paper Fig. 4 style)", plot_mim_curves),
     ("curves-all-methods", "Test accuracy per fine-tuning epoch, all methods", plot_all_curves),

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from benchmark.report import paper
-from benchmark.report.sections import EXPERT_REGION, MINUEND, SUBTRAHEND
+from benchmark.report.sections import EXPERT_REGION, MINUEND, SUBTRAHEND, Section
 
 
 def expert_region(runs: pd.DataFrame) -> pd.Series:
@@ -164,3 +164,28 @@ def versus_random_init(runs: pd.DataFrame) -> pd.DataFrame:
                 frames.append(differences.drop(columns="paper").assign(row_order=row.row_order, row=row.row, measure=measure))
     columns = ["row_order", "row", "measure", "fraction", "pairs", "mean", "ci_low", "ci_high"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+FRONTIER_FRACTIONS = (0.1, 1.0)  # choice: a low-label and the full-label column
+USUAL_BUDGET = "usual"  # the label of a family's most common protocol
+
+
+def budget_frontier(sections: list[Section]) -> pd.DataFrame:
+    """Per (row, fraction, budget), one budget per protocol variant of a family: the mean of each measure and of
+    the minutes one seed of the cell cost (its encoder's pretraining plus its fine-tuning), over the seeds that
+    every budget of that row ran, so budgets are compared on the same seeds; ``seeds`` counts them."""
+    frames = []
+    for section in sections:
+        runs = table2_runs(section.runs)
+        runs = runs[runs["fraction"].isin(FRONTIER_FRACTIONS)]
+        minutes = (runs["pretrain_wall_time_s"].fillna(0.0) + runs["finetune_wall_time_s"]) / 60
+        frames.append(runs.assign(minutes=minutes, budget=", ".join(section.variant) or USUAL_BUDGET))
+    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if runs.empty:
+        return runs
+    cell = ["row_order", "row", "fraction"]
+    budgets_of_cell = runs.groupby(cell)["budget"].transform("nunique")
+    budgets_of_seed = runs.groupby([*cell, "seed"])["budget"].transform("nunique")
+    shared = runs[budgets_of_seed == budgets_of_cell].groupby([*cell, "budget"])
+    frame = shared[["minutes", *MEASURES]].mean().assign(seeds=shared["seed"].nunique())
+    return frame.reset_index()

@@ -15,7 +15,7 @@ from benchmark.paper_grid import TABLE2_ROWS
 from benchmark.records.schema import CONTENDED_SHARE
 from benchmark.report.formatting import count, format_duration, format_stat, fraction_label, signed, to_markdown, with_paper
 from benchmark.report.sections import MASK_SOURCE_ORDER, MISSING
-from benchmark.report.statistics import table2_runs
+from benchmark.report.statistics import MEASURES, table2_runs
 
 
 def _with_cells(stats: pd.DataFrame) -> pd.DataFrame:
@@ -209,3 +209,19 @@ def versus_random_init_markdown(differences: pd.DataFrame) -> str:
     grid.columns = [fraction_label(f) for f in grid.columns]
     grid = grid.droplevel(["row_order", "measure_order"]).rename_axis(["Method", "Measure"]).reset_index()
     return to_markdown(grid)
+
+
+def budget_frontier_markdown(frontier: pd.DataFrame) -> str:
+    """The frontier figure's points as a table: per row and fraction, each budget in order of cost."""
+    ordered = frontier.sort_values(["row_order", "fraction", "minutes"])
+    table = pd.DataFrame(
+        {
+            "Method": ordered["row"],
+            "Fraction": ordered["fraction"].map(fraction_label),
+            "Budget": ordered["budget"],
+            "Seeds": ordered["seeds"].astype(int),
+            "Minutes per seed": (ordered["minutes"] * 60).map(format_duration),
+            **{title: ordered[value].map(lambda v: MISSING if pd.isna(v) else f"{v:.3f}") for value, title in MEASURES.items()},
+        }
+    )
+    return to_markdown(table)
