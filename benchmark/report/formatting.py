@@ -55,3 +55,14 @@ def to_markdown(frame: pd.DataFrame) -> str:
     rule = "|" + "|".join(" --- " for _ in frame.columns) + "|"
     body = ["| " + " | ".join(escape(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
+
+
+def hardware_label(run: pd.Series) -> str:
+    """The device a run used, as the cost and frontier tables name it."""
+    if isinstance(run["gpu"], str) and run["gpu"]:
+        device = run["gpu"]
+    elif isinstance(run["cpu"], str) and run["cpu"]:
+        device = f"{run['cpu']} × {run['cpu_count']}"
+    else:
+        device = f"CPU × {run['cpu_count']}"  # the model was not recorded
+    return f"{device} · torch {run['torch']}"

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from benchmark.report import paper
+from benchmark.report.formatting import hardware_label
 from benchmark.report.sections import EXPERT_REGION, MINUEND, SUBTRAHEND, Section
 
 
@@ -186,6 +187,14 @@ def budget_frontier(sections: list[Section]) -> pd.DataFrame:
     cell = ["row_order", "row", "fraction"]
     budgets_of_cell = runs.groupby(cell)["budget"].transform("nunique")
     budgets_of_seed = runs.groupby([*cell, "seed"])["budget"].transform("nunique")
-    shared = runs[budgets_of_seed == budgets_of_cell].groupby([*cell, "budget"])
-    frame = shared[["minutes", *MEASURES]].mean().assign(seeds=shared["seed"].nunique())
+    shared = runs[budgets_of_seed == budgets_of_cell]
+    shared = shared.assign(hardware=[hardware_label(run) for _, run in shared.iterrows()]).groupby([*cell, "budget"])
+    frame = (
+        shared[["minutes", *MEASURES]]
+        .mean()
+        .assign(
+            seeds=shared["seed"].nunique(),
+            hardware=shared["hardware"].agg(lambda labels: "; ".join(sorted(set(labels)))),  # minutes differ by machine
+        )
+    )
     return frame.reset_index()

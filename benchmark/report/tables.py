@@ -13,7 +13,16 @@ import pandas as pd
 
 from benchmark.paper_grid import TABLE2_ROWS
 from benchmark.records.schema import CONTENDED_SHARE
-from benchmark.report.formatting import count, format_duration, format_stat, fraction_label, signed, to_markdown, with_paper
+from benchmark.report.formatting import (
+    count,
+    format_duration,
+    format_stat,
+    fraction_label,
+    hardware_label,
+    signed,
+    to_markdown,
+    with_paper,
+)
 from benchmark.report.sections import MASK_SOURCE_ORDER, MISSING
 from benchmark.report.statistics import MEASURES, table2_runs
 
@@ -104,16 +113,6 @@ def per_class_markdown(runs: pd.DataFrame, classes: list[str]) -> str:
     return to_markdown(table)
 
 
-def _hardware_label(run: pd.Series) -> str:
-    if isinstance(run["gpu"], str) and run["gpu"]:
-        device = run["gpu"]
-    elif isinstance(run["cpu"], str) and run["cpu"]:
-        device = f"{run['cpu']} × {run['cpu_count']}"
-    else:
-        device = f"CPU × {run['cpu_count']}"  # the model was not recorded
-    return f"{device} · torch {run['torch']}"
-
-
 def cost_markdown(runs: pd.DataFrame) -> str:
     """Per row: what producing it cost, each pretrained encoder counted once however many runs reused it (a
     sweep pretrains in a job of its own, so every run's record may say "reused")."""
@@ -133,7 +132,7 @@ def cost_markdown(runs: pd.DataFrame) -> str:
                 "Fine-tuning time / run": format_duration(group["finetune_wall_time_s"].mean()),
                 "Fine-tuning img/s": f"{group['finetune_images_per_s'].mean():.1f}",
                 "Total wall time": format_duration(total),
-                "Hardware": "; ".join(sorted({_hardware_label(run) for _, run in group.iterrows()})),
+                "Hardware": "; ".join(sorted({hardware_label(run) for _, run in group.iterrows()})),
             }
         )
     return to_markdown(pd.DataFrame(rows))
@@ -222,6 +221,7 @@ def budget_frontier_markdown(frontier: pd.DataFrame) -> str:
             "Seeds": ordered["seeds"].astype(int),
             "Minutes per seed": (ordered["minutes"] * 60).map(format_duration),
             **{title: ordered[value].map(lambda v: MISSING if pd.isna(v) else f"{v:.3f}") for value, title in MEASURES.items()},
+            "Hardware": ordered["hardware"],
         }
     )
     return to_markdown(table)
