@@ -77,20 +77,40 @@ def test_two_processes_preparing_the_same_cache(radiography_root, tmp_path):
 
 
 @pytest.fixture
-def decode_in_workers(monkeypatch):
-    """Every build decodes in worker processes, however few its images (the sample folders are small)."""
+def in_workers(monkeypatch):
+    """Every build decodes (and segments) in worker processes, however few its images (the samples are small)."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("decoding in workers needs 2 CPUs")
-    monkeypatch.setattr(cache_module, "PARALLEL_DECODE_MIN", 0)
+    monkeypatch.setattr(cache_module, "PARALLEL_MIN_ITEMS", 0)
+
+
+def test_parallel_map_runs_a_closure_in_forked_workers_and_keeps_the_order():
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("workers need 2 CPUs")
+    offset = 7  # a closure: nothing but indices and results crosses to the workers
+    count = cache_module.PARALLEL_MIN_ITEMS
+    results = list(cache_module.parallel_map(lambda index: (index + offset, os.getpid()), count))
+    assert [value for value, _ in results] == list(range(offset, count + offset))
+    assert os.getpid() not in {pid for _, pid in results}
+    alone = list(cache_module.parallel_map(lambda index: os.getpid(), count, fork=False))
+    assert set(alone) == {os.getpid()}
 
 
 def test_decoding_in_workers_writes_what_one_process_writes(radiography_root, data_config, tmp_path, request):
-    serial = prepare_data(data_config(radiography_root))  # fewer images than PARALLEL_DECODE_MIN: this process
-    request.getfixturevalue("decode_in_workers")
+    serial = prepare_data(data_config(radiography_root))  # fewer images than PARALLEL_MIN_ITEMS: this process
+    request.getfixturevalue("in_workers")
     parallel = prepare_data(data_config(radiography_root, cache_dir=str(tmp_path / "parallel")))
     assert parallel.keys == serial.keys
     for name in ("images", "masks", "has_mask"):
         assert np.array_equal(getattr(parallel, name), getattr(serial, name)), name
+
+
+def test_classical_masks_from_workers_equal_one_process(radiography_root, data_config, tmp_path, request):
+    serial = prepare_data(data_config(radiography_root), source="classical")
+    request.getfixturevalue("in_workers")
+    parallel = prepare_data(data_config(radiography_root, cache_dir=str(tmp_path / "parallel")), source="classical")
+    assert parallel.masks.any() and np.array_equal(parallel.masks, serial.masks)
+    assert np.array_equal(parallel.has_mask, serial.has_mask)
 
 
 UNGUARDED_SCRIPT = """
@@ -98,7 +118,7 @@ import sys
 from pathlib import Path
 import benchmark.data.cache as cache
 from benchmark.data.phantom import PhantomSource
-cache.PARALLEL_DECODE_MIN = 0
+cache.PARALLEL_MIN_ITEMS = 0
 source = PhantomSource(count=12)
 print(cache.ensure_cache(source, source.fingerprint(), 32, Path(sys.argv[1]), progress=False).images.shape)
 """
@@ -106,7 +126,7 @@ print(cache.ensure_cache(source, source.fingerprint(), 32, Path(sys.argv[1]), pr
 
 def test_workers_do_not_run_the_callers_script_again(tmp_path, request):
     """A user's script without an ``if __name__ == "__main__"`` guard (here: read from stdin) builds a cache."""
-    request.getfixturevalue("decode_in_workers")
+    request.getfixturevalue("in_workers")
     done = subprocess.run(
         [sys.executable, "-", str(tmp_path / "cache")], input=UNGUARDED_SCRIPT, capture_output=True, text=True, timeout=120
     )
@@ -119,7 +139,7 @@ def test_interrupted_build_leaves_no_trusted_cache_and_names_the_file(
     radiography_root, data_config, tmp_path, request, workers
 ):
     if workers:
-        request.getfixturevalue("decode_in_workers")
+        request.getfixturevalue("in_workers")
     broken = radiography_root / "COVID-19_Radiography_Dataset" / "Normal" / "images" / "Normal-3.png"
     intact = broken.read_bytes()
     broken.write_bytes(intact[: len(intact) // 2])  # truncated, as by an interrupted download
@@ -148,7 +168,7 @@ def test_unmarked_or_leftover_folders_are_never_trusted(radiography_root, data_c
 @pytest.mark.parametrize("workers", [False, True], ids=["one process", "workers"])
 def test_corrupt_mask_is_named(radiography_root, data_config, request, workers):
     if workers:
-        request.getfixturevalue("decode_in_workers")
+        request.getfixturevalue("in_workers")
     mask = radiography_root / "COVID-19_Radiography_Dataset" / "COVID" / "masks" / "COVID-2.png"
     mask.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(DataError, match=r"COVID/masks/COVID-2\.png: cannot decode mask"):

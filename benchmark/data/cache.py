@@ -12,7 +12,6 @@ folder per source (``<entry>-masks-<tag>``), published the same way; images are 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import multiprocessing
 import os
@@ -98,17 +97,21 @@ def ensure_mask_cache(
     compute: Callable[[int], Optional[np.ndarray]],
     progress: bool = True,
     metadata: Optional[dict[str, Any]] = None,
+    forkable: bool = False,
 ) -> MaskEntry:
     """The published masks of one source (``tag``) for the images of ``image_directory``, computing them
-    first if needed: ``compute(index)`` gives image ``index``'s uint8 {0, 1} (size, size) mask or None."""
+    first if needed: ``compute(index)`` gives image ``index``'s uint8 {0, 1} (size, size) mask or None.
+    ``forkable``: ``compute`` runs numpy/PIL/scipy only, so forked workers may run it (``parallel_map``)."""
     directory = mask_entry_directory(image_directory, tag)
 
     def write(staging: Path) -> None:
         masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (len(keys), size, size))
         has_mask = np.zeros(len(keys), bool)
-        for index in stage(range(len(keys)), f"lung masks ({tag}) at {size} px", progress):
-            mask = compute(index)
-            if mask is not None:
+        with contextlib.closing(parallel_map(compute, len(keys), forkable)) as results:  # closed: an error stops the workers
+            for index in stage(range(len(keys)), f"lung masks ({tag}) at {size} px", progress):
+                mask = next(results)
+                if mask is None:
+                    continue
                 masks[index] = _checked(mask, size, keys[index], "mask")
                 has_mask[index] = bool(mask.any())  # an empty region is no region: random masking
         masks.flush()
@@ -184,32 +187,44 @@ def _write_images(source: Source, size: int, staging: Path, progress: bool, meta
     _write_index(staging, [item.key for item in source.items], {"size": size, **metadata})
 
 
-DECODE_WORKERS_MAX = 8  # choice: a cap, so that a build on a many-core node leaves cores to others (measured on 2 only)
-PARALLEL_DECODE_MIN = 256  # choice: a sample folder of a few dozen images is not worth starting a pool for
+WORKERS_MAX = 8  # choice: a cap, so that a build on a many-core node leaves cores to others (measured on 2 only)
+PARALLEL_MIN_ITEMS = 256  # choice: a sample folder of a few dozen images is not worth starting a pool for
 
 
 def decoded_items(source: Source, size: int) -> Iterator[tuple[np.ndarray, Optional[np.ndarray]]]:
-    """``source.load(index, size)`` for every index in order, on every CPU this process may use. Processes, not
-    threads: PNG decoding, resizing and the phantom's rendering hold the GIL (measured on a 2-core Zen 3, phantom
-    at 64 px: 2 threads 1.2x over 120 images, 2 processes 1.9x over 400, byte-identical). Close it (or run it to
-    the end) to stop the workers."""
-    count = len(source.items)
-    workers = min(len(os.sched_getaffinity(0)), DECODE_WORKERS_MAX)
-    load = functools.partial(_load, source, size)
-    if workers < 2 or count < PARALLEL_DECODE_MIN or "fork" not in multiprocessing.get_all_start_methods():
-        yield from map(load, range(count))
+    """``source.load(index, size)`` for every index in order, on every CPU (``parallel_map``)."""
+    return parallel_map(lambda index: source.load(index, size), len(source.items))
+
+
+_forked_function: Optional[Callable[[int], Any]] = None  # what parallel_map's forked workers run
+
+
+def parallel_map(function: Callable[[int], Any], count: int, fork: bool = True) -> Iterator[Any]:
+    """``function(index)`` for every index in order, on every CPU this process may use when ``fork``. Processes,
+    not threads: PNG decoding, resizing, the phantom's rendering and the classical segmenter hold the GIL (measured
+    on a 2-core Zen 3, phantom at 64 px: 2 threads 1.2x over 120 images, 2 processes 1.9x over 400, byte-identical).
+    The workers are forked and inherit ``function`` (a closure is fine: only indices and results are pickled), so
+    it must not use torch: they never run the parent's OpenMP pool. Close it (or run it to the end) to stop them."""
+    global _forked_function
+    workers = min(len(os.sched_getaffinity(0)), WORKERS_MAX)
+    if not fork or workers < 2 or count < PARALLEL_MIN_ITEMS or "fork" not in multiprocessing.get_all_start_methods():
+        yield from map(function, range(count))
         return
-    # Forked: spawned workers would run the caller's script again (one without a __main__ guard, or stdin). The
-    # children run numpy, PIL and scipy only, never the parent's OpenMP pool; they leave Ctrl-C to this process.
+    # Forked: spawned workers would run the caller's script again (one without a __main__ guard, or stdin); they
+    # leave Ctrl-C to this process. They fork at the first submit, inside pool.map, while the global is set.
+    _forked_function = function
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint)
     try:
-        yield from pool.map(load, range(count), chunksize=max(8, count // (workers * 16)))
+        results = pool.map(_run_forked, range(count), chunksize=max(8, count // (workers * 16)))
+        _forked_function = None
+        yield from results
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the build without decoding the rest
+        _forked_function = None
+        pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the build without computing the rest
 
 
-def _load(source: Source, size: int, index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    return source.load(index, size)
+def _run_forked(index: int) -> Any:
+    return _forked_function(index)
 
 
 def _ignore_sigint() -> None:

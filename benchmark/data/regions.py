@@ -122,7 +122,7 @@ def resolve_regions(
     else:
         plan = _sam_plan(region.sam_checkpoint, region.sam_model, entry.images, digests)
     metadata = {"mask_source": chosen, "dataset": source.name, **plan.metadata}
-    cached = ensure_mask_cache(entry.directory, plan.tag, keys, size, plan.compute, progress, metadata)
+    cached = ensure_mask_cache(entry.directory, plan.tag, keys, size, plan.compute, progress, metadata, plan.forkable)
     return Regions(cached.masks, cached.has_mask, region_label(chosen, region.mask_dir), plan.detail)
 
 
@@ -134,6 +134,7 @@ class _Plan:
     compute: Callable[[int], Optional[np.ndarray]]  # image index -> uint8 {0, 1} mask or None
     detail: str
     metadata: dict[str, Any]
+    forkable: bool  # compute uses no torch, so forked workers share the images (cache.parallel_map)
 
 
 def _mask_dir_plan(mask_dir: Path, keys: list[str], is_train: np.ndarray, policy: str, size: int, digests: Path) -> _Plan:
@@ -151,7 +152,7 @@ def _mask_dir_plan(mask_dir: Path, keys: list[str], is_train: np.ndarray, policy
     ]
     contents.save()
     tag = f"dir-{stable_hash(files, 12)}"
-    return _Plan(tag, compute, f"your masks in {mask_dir}, paired by file name", {"mask_dir": str(mask_dir)})
+    return _Plan(tag, compute, f"your masks in {mask_dir}, paired by file name", {"mask_dir": str(mask_dir)}, True)
 
 
 def _classical_plan(images: np.ndarray) -> _Plan:
@@ -163,6 +164,7 @@ def _classical_plan(images: np.ndarray) -> _Plan:
         compute,
         "the classical lung-field segmenter (image darkness fused with an aligned position prior)",
         {},
+        forkable=True,
     )
 
 
@@ -180,6 +182,7 @@ def _sam_plan(checkpoint_option: Optional[str], model: str, images: np.ndarray, 
         compute,
         f"Segment Anything ({model}, {checkpoint.name}) prompted with classical lung boxes",
         {"sam_checkpoint": str(checkpoint), "sam_model": model},
+        forkable=False,  # a torch model: one process, on the run's device
     )
 
 
