@@ -152,7 +152,7 @@ def _mask_dir_plan(mask_dir: Path, keys: list[str], is_train: np.ndarray, policy
     ]
     contents.save()
     tag = f"dir-{stable_hash(files, 12)}"
-    return _Plan(tag, compute, f"your masks in {mask_dir}, paired by file name", {"mask_dir": str(mask_dir)}, True)
+    return _Plan(tag, compute, f"your masks in {mask_dir}, paired by file name", {"mask_dir": str(mask_dir)}, forkable=True)
 
 
 def _classical_plan(images: np.ndarray) -> _Plan:
