@@ -215,9 +215,7 @@ def parallel_map(function: Callable[[int], Any], count: int, fork: bool = True) 
     _forked_function = function
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint)
     try:
-        results = pool.map(_run_forked, range(count), chunksize=max(8, count // (workers * 16)))
-        _forked_function = None
-        yield from results
+        yield from pool.map(_run_forked, range(count), chunksize=max(8, count // (workers * 16)))
     finally:
         _forked_function = None
         pool.shutdown(wait=True, cancel_futures=True)  # a bad file stops the build without computing the rest
