@@ -297,7 +297,9 @@ def add_sweep_parser(commands: argparse._SubParsersAction) -> None:
         help="table2 (ten rows x five fractions) or table3 (RGMIM and MAE x six mask ratios at fraction 1.0)",
     )
     grid.add_argument(
-        "--methods", default=None, help="all or a comma-separated list; transfer and scratch run on both encoders"
+        "--methods",
+        default=None,
+        help="all or a comma-separated list; transfer and scratch run on both encoders, scratch:vit on one",
     )
     grid.add_argument("--fractions", default=None, help="paper (default) or comma-separated label fractions")
     grid.add_argument(

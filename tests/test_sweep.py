@@ -137,6 +137,18 @@ def test_transfer_and_scratch_expand_to_both_encoders(tmp_path: Path) -> None:
     assert not any("resnet.weights" in item for item in transfer_vit.options["overrides"])
 
 
+def test_an_encoder_named_after_the_method_keeps_that_row_only(tmp_path: Path) -> None:
+    # a seed of the ViT row without the ResNet one (the cheaper cut when compute runs short)
+    sweep = plan(tmp_path, "--methods", "scratch:vit,mae,scratch", "--fractions", "0.5", "--dry-run")
+    assert [(job.method, job.arch) for job in sweep.jobs if job.kind == "finetune"] == [
+        ("scratch", "vit"),
+        ("mae", "vit"),
+        ("scratch", "resnet"),
+    ]
+    only_vit = plan(tmp_path, "--methods", "scratch:vit", "--fractions", "0.5", "--dry-run")
+    assert [(job.method, job.arch) for job in only_vit.jobs] == [("scratch", "vit")]
+
+
 def test_run_ids_match_the_run_command(tmp_path: Path) -> None:
     from benchmark.data.prepare import identify
     from benchmark.engine.identity import run_id
@@ -293,6 +305,8 @@ def test_dry_run_of_table2_through_the_cli(tmp_path: Path) -> None:
     ("arguments", "error", "message"),
     [
         (["--methods", "rgmim,nosuch"], ConfigError, "--methods 'rgmim,nosuch': unknown method 'nosuch'; expected all"),
+        (["--methods", "scratch:vgg"], ConfigError, "--methods 'scratch:vgg': scratch runs on vit or resnet, not 'vgg'"),
+        (["--methods", "byol:vit"], ConfigError, "--methods 'byol:vit': byol runs on resnet, not 'vit'"),
         (
             ["--methods", "rgmim", "--fractions", "0.5,2"],
             DataError,

@@ -49,17 +49,24 @@ def _numbers(text: str, option: str, kind: type, expected: str) -> tuple:
 
 
 def parse_rows(text: str) -> tuple[tuple[str, str], ...]:
-    """``all`` or method names; a method that runs on several encoders (transfer, scratch) gets one row each."""
+    """``all`` or method names; a method that runs on several encoders (transfer, scratch) gets one row each,
+    unless the item names one (``scratch:vit``): a sweep can then cut the seeds of one encoder only."""
     from methods import METHODS
 
-    names = list(METHODS) if text.strip() == "all" else _items(text)
-    unknown = [name for name in names if name not in METHODS]
-    if unknown or not names:
-        raise ConfigError(
-            f"--methods {text!r}: unknown method {unknown[0] if unknown else text!r}; expected all "
-            f"or a comma-separated list of {', '.join(METHODS)}"
-        )
-    return tuple((name, arch) for name in names for arch in METHODS[name].archs)
+    expected = f"expected all or a comma-separated list of {', '.join(METHODS)}, each optionally NAME:ARCH"
+    items = list(METHODS) if text.strip() == "all" else _items(text)
+    if not items:
+        raise ConfigError(f"--methods {text!r}: {expected}")
+    rows: list[tuple[str, str]] = []
+    for item in items:
+        name, _, arch = item.partition(":")
+        if name not in METHODS:
+            raise ConfigError(f"--methods {text!r}: unknown method {name!r}; {expected}")
+        archs = METHODS[name].archs
+        if arch and arch not in archs:
+            raise ConfigError(f"--methods {text!r}: {name} runs on {' or '.join(archs)}, not {arch!r}")
+        rows.extend((name, each) for each in ([arch] if arch else archs) if (name, each) not in rows)
+    return tuple(rows)
 
 
 def parse_fractions(text: str) -> tuple[float, ...]:
