@@ -475,7 +475,7 @@ def test_the_budget_frontier_compares_budgets_on_the_seeds_both_ran() -> None:
     frontier = budget_frontier(group_sections(usual + longer)).set_index(["row", "budget"])
     # minutes are only comparable on one machine, so each point names the one it ran on
     assert frontier.loc[("RGMIM", "pretrain.epochs=40"), "hardware"].startswith("AMD EPYC (family 25, model 1), AVX2 × ")
-    assert frontier.loc[("RGMIM", "usual"), "hardware"].startswith("CPU × ")
+    assert frontier.loc[("RGMIM", "usual"), "hardware"].startswith("CPU not recorded × ")
     assert frontier.loc[("RGMIM", "usual"), "accuracy"] == pytest.approx(0.6)
     assert frontier.loc[("RGMIM", "usual"), "seeds"] == frontier.loc[("RGMIM", "pretrain.epochs=40"), "seeds"] == 1
     # a row with one budget keeps every seed it has
@@ -501,7 +501,7 @@ def test_the_cost_table_names_the_cpu_model_where_the_records_have_it() -> None:
     named["hardware"]["cpu"] = "AMD EPYC (family 25, model 1), AVX2"
     unnamed = make_record("rgmim", "vit", 0.1, 0)  # written before records named the CPU
     hardware = table_row(cost_markdown(group_sections([named, unnamed])[0].runs), "RGMIM")[-1]
-    assert hardware.split("; ") == ["AMD EPYC (family 25, model 1), AVX2 × 2 · torch 2.4.1", "CPU × 2 · torch 2.4.1"]
+    assert hardware.split("; ") == ["AMD EPYC (family 25, model 1), AVX2 × 2 · torch 2.4.1", "CPU not recorded × 2 · torch 2.4.1"]
 
 
 def test_the_committed_results_readme_and_csv_are_what_report_makes_of_the_committed_records(tmp_path: Path) -> None:

@@ -64,5 +64,5 @@ def hardware_label(run: pd.Series) -> str:
     elif isinstance(run["cpu"], str) and run["cpu"]:
         device = f"{run['cpu']} × {run['cpu_count']}"
     else:
-        device = f"CPU × {run['cpu_count']}"  # the model was not recorded
+        device = f"CPU not recorded × {run['cpu_count']}"  # records written before they named the CPU
     return f"{device} · torch {run['torch']}"
