@@ -501,7 +501,10 @@ def test_the_cost_table_names_the_cpu_model_where_the_records_have_it() -> None:
     named["hardware"]["cpu"] = "AMD EPYC (family 25, model 1), AVX2"
     unnamed = make_record("rgmim", "vit", 0.1, 0)  # written before records named the CPU
     hardware = table_row(cost_markdown(group_sections([named, unnamed])[0].runs), "RGMIM")[-1]
-    assert hardware.split("; ") == ["AMD EPYC (family 25, model 1), AVX2 × 2 · torch 2.4.1", "CPU not recorded × 2 · torch 2.4.1"]
+    assert hardware.split("; ") == [
+        "AMD EPYC (family 25, model 1), AVX2 × 2 · torch 2.4.1",
+        "CPU not recorded × 2 · torch 2.4.1",
+    ]
 
 
 def test_the_committed_results_readme_and_csv_are_what_report_makes_of_the_committed_records(tmp_path: Path) -> None:
