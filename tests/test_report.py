@@ -193,6 +193,30 @@ def test_paired_difference_pairs_by_seed(tmp_path: Path) -> None:
     assert table_row(paired, "50 %") == ["50 %", "1", "n/a", "n/a", "+0.009"]
 
 
+def test_table3_pairs_rgmim_and_mae_by_seed_at_each_mask_ratio(tmp_path: Path) -> None:
+    rgmim = {0.3: (0.70, 0.72, 0.74), 0.75: (0.80, 0.81, 0.79)}
+    mae = {0.3: (0.60, 0.63, 0.63), 0.75: (0.80, 0.81, 0.79)}
+    records = [
+        make_record(method, "vit", 1.0, seed, accuracy, mask_ratio=ratio)
+        for method, by_ratio in (("rgmim", rgmim), ("mae", mae))
+        for ratio, accuracies in by_ratio.items()
+        for seed, accuracy in enumerate(accuracies)
+    ]
+    records.append(make_record("rgmim", "vit", 0.5, 0, 0.99, mask_ratio=0.3))  # not 100 %: not Table 3
+    by_ratio = paired_differences(group_sections(records)[0].runs, setting="mask_ratio").set_index("mask_ratio")
+    assert by_ratio.loc[0.3, "pairs"] == 3
+    assert by_ratio.loc[0.3, "mean"] == pytest.approx(0.10)
+    assert (by_ratio.loc[0.3, "ci_low"], by_ratio.loc[0.3, "ci_high"]) == pytest.approx(paired_mean_ci([0.10, 0.09, 0.11]))
+    assert by_ratio.loc[0.3, "paper"] == pytest.approx(0.953 - 0.942)
+    assert (by_ratio.loc[0.75, "mean"], by_ratio.loc[0.75, "ci_low"]) == pytest.approx((0.0, 0.0))
+
+    write_runs(tmp_path, records)
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    paired = readme.split("RGMIM − MAE by mask ratio, paired by seed")[1].split("###")[0]
+    low, high = paired_mean_ci([0.10, 0.09, 0.11])
+    assert table_row(paired, "0.30") == ["0.30", "3", "+0.100", f"[+{low:.3f}, +{high:.3f}]", "+0.011"]
+
+
 def test_datasets_and_profiles_get_separate_sections_and_banners(tmp_path: Path) -> None:
     groups = {
         ("phantom", "fp-phantom-0001", "cpu"): 0.60,

@@ -145,6 +145,15 @@ def _section_markdown(
         else "No RGMIM or MAE runs with 100 % of the training labels in this section.",
         "",
     ]
+    by_ratio = statistics.paired_differences(runs, beside_paper=section.beside_paper, setting="mask_ratio")
+    if len(by_ratio) > 1:  # one ratio is Table 2's 100 % column, paired below
+        lines += [
+            "RGMIM − MAE by mask ratio, paired by seed (same seed, same mask ratio, 100 % of the labels); n/a with "
+            "fewer than 2 pairs:",
+            "",
+            tables.paired_markdown(by_ratio, setting="mask_ratio"),
+            "",
+        ]
 
     if statistics.has_other_mask_sources(runs):
         lines += [

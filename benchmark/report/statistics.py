@@ -51,11 +51,15 @@ def table2_stats(runs: pd.DataFrame, value: str = "accuracy", beside_paper: bool
     return _beside_paper(stats, "fraction", paper_accuracy, best_within="fraction")
 
 
+def table3_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that count in Table 3: MIM runs with 100 % of the labels, RGMIM guided by the dataset's own masks."""
+    return runs[runs["mask_ratio"].notna() & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
+
+
 def table3_stats(runs: pd.DataFrame, beside_paper: bool = True) -> pd.DataFrame:
     """Per (MIM row, mask ratio) with 100 % of the labels: mean, std, n, bold flag, and (when
     ``beside_paper``) the paper's value and ours − paper."""
-    full = runs[runs["mask_ratio"].notna() & np.isclose(runs["fraction"], 1.0) & expert_region(runs)]
-    stats = summarize(full, ["row_order", "row", "method", "arch", "mask_ratio"])
+    stats = summarize(table3_runs(runs), ["row_order", "row", "method", "arch", "mask_ratio"])
     paper_accuracy = paper.table3_accuracy if beside_paper else _no_paper_value
     return _beside_paper(stats, "mask_ratio", paper_accuracy, best_within="row")
 
@@ -100,42 +104,51 @@ def paired_mean_ci(differences: ArrayLike, level: float = 0.95) -> tuple[float, 
     return float(interval.low), float(interval.high)
 
 
+PAIRED_SETTINGS = {  # what a paired difference varies: the runs it pairs and the paper's value per setting
+    "fraction": (table2_runs, paper.table2_accuracy),
+    "mask_ratio": (table3_runs, paper.table3_accuracy),
+}
+
+
 def paired_differences(
     runs: pd.DataFrame,
     minuend: tuple[str, str] = MINUEND,
     subtrahend: tuple[str, str] = SUBTRAHEND,
     value: str = "accuracy",
     beside_paper: bool = True,
+    setting: str = "fraction",
 ) -> pd.DataFrame:
-    """Per fraction: ``value`` of ``minuend`` − ``subtrahend`` paired by seed (Table 2 runs), and the paper's
-    difference when ``beside_paper`` and the value is the fine-tuning accuracy the paper reports.
+    """Per ``setting`` (label fraction on Table 2 runs, or mask ratio on Table 3 runs): ``value`` of
+    ``minuend`` − ``subtrahend`` paired by seed, and the paper's difference when ``beside_paper`` and the value
+    is the fine-tuning accuracy the paper reports.
 
-    Columns: fraction, pairs, mean, ci_low, ci_high (NaN with fewer than 2 pairs), paper.
-    Empty when either method has no Table 2 runs.
+    Columns: ``setting``, pairs, mean, ci_low, ci_high (NaN with fewer than 2 pairs), paper.
+    Empty when either method has no runs that count.
     """
-    table2 = table2_runs(runs)
+    counted, paper_accuracy = PAIRED_SETTINGS[setting]
+    chosen_runs = counted(runs)
 
-    def accuracy_by_seed(method: str, arch: str) -> pd.Series:
-        chosen = table2[(table2["method"] == method) & (table2["arch"] == arch)]
-        return chosen.set_index(["fraction", "seed"])[value].dropna()
+    def value_by_seed(method: str, arch: str) -> pd.Series:
+        chosen = chosen_runs[(chosen_runs["method"] == method) & (chosen_runs["arch"] == arch)]
+        return chosen.set_index([setting, "seed"])[value].dropna()
 
-    first, second = accuracy_by_seed(*minuend), accuracy_by_seed(*subtrahend)
+    first, second = value_by_seed(*minuend), value_by_seed(*subtrahend)
     if first.empty or second.empty:
-        return pd.DataFrame(columns=["fraction", "pairs", "mean", "ci_low", "ci_high", "paper"])
-    differences = (first - second).dropna()  # index alignment pairs by (fraction, seed)
+        return pd.DataFrame(columns=[setting, "pairs", "mean", "ci_low", "ci_high", "paper"])
+    differences = (first - second).dropna()  # index alignment pairs by (setting, seed)
     rows = []
-    for fraction in sorted(set(first.index.get_level_values(0)) | set(second.index.get_level_values(0))):
-        values = differences[differences.index.get_level_values(0) == fraction].to_numpy()
+    for level in sorted(set(first.index.get_level_values(0)) | set(second.index.get_level_values(0))):
+        values = differences[differences.index.get_level_values(0) == level].to_numpy()
         enough = len(values) >= 2
         low, high = paired_mean_ci(values) if enough else (math.nan, math.nan)
         paper_first, paper_second = (
-            (paper.table2_accuracy(*minuend, fraction), paper.table2_accuracy(*subtrahend, fraction))
+            (paper_accuracy(*minuend, level), paper_accuracy(*subtrahend, level))
             if value == "accuracy" and beside_paper
             else (None, None)  # the paper reports fine-tuning only, and on its own label space
         )
         rows.append(
             {
-                "fraction": fraction,
+                setting: level,
                 "pairs": len(values),
                 "mean": values.mean() if enough else math.nan,
                 "ci_low": low,

@@ -75,7 +75,10 @@ def ordered_sources(sources: Iterable[str]) -> list[str]:
     return known + sorted(present - set(known))
 
 
-def paired_markdown(differences: pd.DataFrame) -> str:
+SETTING_LABELS = {"fraction": ("Fraction", fraction_label), "mask_ratio": ("Mask ratio", lambda ratio: f"{ratio:.2f}")}
+
+
+def paired_markdown(differences: pd.DataFrame, setting: str = "fraction") -> str:
     def mean_text(row) -> str:
         return "n/a" if math.isnan(row.mean) else signed(row.mean)
 
@@ -84,7 +87,7 @@ def paired_markdown(differences: pd.DataFrame) -> str:
 
     table = pd.DataFrame(
         {
-            "Fraction": [fraction_label(f) for f in differences["fraction"]],
+            SETTING_LABELS[setting][0]: [SETTING_LABELS[setting][1](level) for level in differences[setting]],
             "Pairs (seeds)": differences["pairs"].astype(int).astype(str),
             "Mean difference": [mean_text(row) for row in differences.itertuples()],
             "95 % CI (paired t)": [interval_text(row) for row in differences.itertuples()],
