@@ -48,12 +48,16 @@ def missing_paper_rows(runs: pd.DataFrame) -> list[str]:
     return [label for row, label in TABLE2_ROWS.items() if row not in present]
 
 
+def mask_ratio_label(ratio: float) -> str:
+    return f"{ratio:.2f}"
+
+
 def table3_markdown(stats: pd.DataFrame) -> str:
     """One row per mask ratio, one column per MIM method."""
     grid = _with_cells(stats).pivot(index="mask_ratio", columns=["row_order", "row"], values="cell").sort_index()
     grid = grid.reindex(columns=sorted(grid.columns)).fillna(MISSING)
     grid.columns = [label for _, label in grid.columns]
-    grid.index = [f"{ratio:.2f}" for ratio in grid.index]
+    grid.index = [mask_ratio_label(ratio) for ratio in grid.index]
     return to_markdown(grid.rename_axis("Mask ratio").reset_index())
 
 
@@ -75,7 +79,7 @@ def ordered_sources(sources: Iterable[str]) -> list[str]:
     return known + sorted(present - set(known))
 
 
-SETTING_LABELS = {"fraction": ("Fraction", fraction_label), "mask_ratio": ("Mask ratio", lambda ratio: f"{ratio:.2f}")}
+SETTING_LABELS = {"fraction": ("Fraction", fraction_label), "mask_ratio": ("Mask ratio", mask_ratio_label)}
 
 
 def paired_markdown(differences: pd.DataFrame, setting: str = "fraction") -> str:
