@@ -29,6 +29,8 @@ from benchmark.errors import DataError
 from benchmark.engine.identity import encoder_cache_key, run_id
 from benchmark.records.store import write_record
 from benchmark.report import build_report
+from benchmark.report.sections import group_sections
+from benchmark.report.statistics import mask_source_differences, paired_mean_ci
 from conftest import QU_EX_SAMPLE, RADIOGRAPHY_SAMPLE, prepare_data
 from methods import METHODS
 from methods.masking import region_guided_masking
@@ -349,6 +351,53 @@ def test_report_keeps_other_mask_sources_out_of_table_2(tmp_path):
     assert "| 5 % | 2 | +0.050 |" in paired  # RGMIM (gt) − MAE per seed: the other sources are not paired
     assert "`region.source`" not in readme  # differing by design: no ⚠ in the protocol notes
     assert "RGMIM lung-mask sources run: `gt`, `classical`, `prior`, `none`" in readme
+
+
+def test_report_pairs_each_mask_source_with_none_and_with_gt_by_seed(tmp_path):
+    accuracies = {  # source: {fraction: accuracy per seed}; prior ran two seeds, 100 % only seed 0
+        "gt": {0.05: (0.80, 0.82, 0.81), 1.0: (0.90,)},
+        "classical": {0.05: (0.85, 0.88, 0.86), 1.0: (0.91,)},
+        "prior": {0.05: (0.75, 0.80)},
+        "none": {0.05: (0.70, 0.69, 0.73), 1.0: (0.88,)},
+    }
+    records = []
+    for source, by_fraction in accuracies.items():
+        for fraction, per_seed in by_fraction.items():
+            for seed, accuracy in enumerate(per_seed):
+                made = make_record("rgmim", "vit", fraction, seed, accuracy)
+                made["config"]["region"]["source"] = made["dataset"]["mask_source"] = source
+                made["run_id"] += f"-{source}"
+                records.append(made)
+    records.append(make_record("mae", "vit", 0.05, 0, 0.99))  # not region-guided: never paired here
+    lone = make_record("rgmim", "vit", 0.05, 9, 0.50)  # a seed no other source ran: nothing to pair it with
+    lone["config"]["region"]["source"] = lone["dataset"]["mask_source"] = "sam"
+    lone["run_id"] += "-sam"
+    records.append(lone)
+    for made in records:
+        write_record(tmp_path / "runs" / f"{made['run_id']}.json", made)
+
+    frame = mask_source_differences(group_sections(records)[0].runs).set_index(["comparison", "fraction"])
+    assert list(frame.index.get_level_values(0).unique()) == [
+        "gt − none",
+        "classical − none",
+        "prior − none",
+        "classical − gt",
+        "prior − gt",
+    ]
+    classical = frame.loc[("classical − none", 0.05)]
+    assert classical["pairs"] == 3 and classical["mean"] == pytest.approx(np.mean([0.15, 0.19, 0.13]))
+    assert (classical["ci_low"], classical["ci_high"]) == pytest.approx(paired_mean_ci([0.15, 0.19, 0.13]))
+    assert frame.loc[("prior − gt", 0.05), "pairs"] == 2  # only the seeds both sources ran
+    assert frame.loc[("prior − gt", 0.05), "mean"] == pytest.approx(np.mean([-0.05, -0.02]))
+    assert frame.loc[("classical − gt", 1.0), "pairs"] == 1 and np.isnan(frame.loc[("classical − gt", 1.0), "ci_low"])
+
+    readme = build_report(tmp_path).read_text(encoding="utf-8")
+    table = readme.split("### Lung-mask sources paired by seed")[1].split("###")[0]
+    rows = {cells[2]: cells[3:5] for cells in (line.split("|") for line in table.splitlines() if line.startswith("| RGMIM"))}
+    low, high = paired_mean_ci([0.15, 0.19, 0.13])
+    assert [cell.strip() for cell in rows[" classical − none "]] == [f"**+0.157 [+{low:.3f}, +{high:.3f}]** (n=3)", "n/a (1)"]
+    assert rows[" classical − gt "][1].strip() == "n/a (1)"
+    assert [cell.strip() for cell in rows[" prior − gt "]] == ["−0.035 [−0.226, +0.156] (n=2)", "—"]  # no pair at 100 %
 
 
 @pytest.mark.slow

@@ -170,6 +170,19 @@ def _section_markdown(
             tables.mask_source_markdown(statistics.mask_source_stats(runs)),
             "",
         ]
+        by_source = statistics.mask_source_differences(runs)
+        if not by_source.empty:
+            lines += [
+                "### Lung-mask sources paired by seed",
+                "",
+                "RGMIM's accuracy with one mask source − with another, same seed and fraction: each source − "
+                "`none` is what its region adds over random masking, each source − `gt` what it gives up against "
+                "the dataset's own masks. Mean difference [95 % Student-t interval] (n = seed pairs); **bold** "
+                "where the interval excludes 0; n/a with one pair.",
+                "",
+                tables.mask_source_differences_markdown(by_source),
+                "",
+            ]
 
     lines += _mask_quality_markdown(section, quality)
 

@@ -10,9 +10,8 @@ import pandas as pd
 from benchmark.records.frame import row_label
 from benchmark.report import paper
 from benchmark.report.formatting import fraction_label
-from benchmark.report.sections import EXPERT_REGION, Section
+from benchmark.report.sections import EXPERT_REGION, Section, ordered_sources
 from benchmark.report.statistics import has_other_mask_sources
-from benchmark.report.tables import ordered_sources
 
 # Config keys that differ between runs by design, or by machine without changing the protocol.
 # config keys a section's runs differ in by design (json_normalize names): seeds, mask ratios, regions, paths

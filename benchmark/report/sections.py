@@ -12,6 +12,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, fields
+from typing import Iterable
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -36,6 +37,13 @@ MISSING = "—"
 EXPERT_REGION = "gt"  # the paper's RGMIM: the dataset's own expert masks; the only region in Tables 2 and 3
 # display order of the "RGMIM by lung-mask source" rows (data/regions.py region_label); unknown ones follow
 MASK_SOURCE_ORDER = (MASK_SOURCES[0], "mask-dir", *MASK_SOURCES[1:])  # the user's own masks follow the dataset's
+
+
+def ordered_sources(sources: Iterable[str]) -> list[str]:
+    """Mask sources in display order: the known ones in MASK_SOURCE_ORDER, then any others by name."""
+    present = set(sources)
+    known = [source for source in MASK_SOURCE_ORDER if source in present]
+    return known + sorted(present - set(known))
 
 
 @dataclass

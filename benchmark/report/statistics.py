@@ -11,7 +11,7 @@ from scipy import stats
 
 from benchmark.report import paper
 from benchmark.report.formatting import hardware_label
-from benchmark.report.sections import EXPERT_REGION, MINUEND, SUBTRAHEND, Section
+from benchmark.report.sections import EXPERT_REGION, MINUEND, SUBTRAHEND, Section, ordered_sources
 
 
 def expert_region(runs: pd.DataFrame) -> pd.Series:
@@ -94,6 +94,37 @@ def mask_source_stats(runs: pd.DataFrame) -> pd.DataFrame:
     return stats
 
 
+NO_REGION = "none"  # RGMIM without a region: its masking is then MAE's random masking
+
+
+def mask_source_differences(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per region-guided row and fraction, paired by seed: each mask source − ``none`` (what its region adds)
+    and each source other than the dataset's own masks − ``gt`` (what it gives up against the expert masks).
+
+    Columns: row_order, row, comparison ("classical − none"), fraction, pairs, mean, ci_low, ci_high.
+    """
+    chosen = mask_source_runs(runs)
+    frames = []
+    for (row_order, row), group in chosen.groupby(["row_order", "row"]):
+        by_source = {
+            source: of_source.set_index(["fraction", "seed"])["accuracy"].dropna()
+            for source, of_source in group.groupby("mask_source")
+        }
+        sources = [source for source in ordered_sources(by_source) if source != NO_REGION]
+        comparisons = [(source, NO_REGION) for source in sources] + [
+            (source, EXPERT_REGION) for source in sources if source != EXPERT_REGION
+        ]
+        for minuend, subtrahend in comparisons:
+            if subtrahend not in by_source:
+                continue
+            pairs = paired_by_seed(by_source[minuend], by_source[subtrahend], "fraction")
+            rows = [level for level in pairs if level["pairs"]]  # no seed in common: no row, the cell reads "—"
+            if rows:
+                frames.append(pd.DataFrame(rows).assign(row_order=row_order, row=row, comparison=f"{minuend} − {subtrahend}"))
+    columns = ["row_order", "row", "comparison", "fraction", "pairs", "mean", "ci_low", "ci_high"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
 def paired_mean_ci(differences: ArrayLike, level: float = 0.95) -> tuple[float, float]:
     """Student-t confidence interval of the mean paired difference: with the 2–5 seeds a benchmark affords, a
     percentile bootstrap only spans the observed values and claims far more certainty than there is."""
@@ -135,17 +166,26 @@ def paired_differences(
     first, second = value_by_seed(*minuend), value_by_seed(*subtrahend)
     if first.empty or second.empty:
         return pd.DataFrame(columns=[setting, "pairs", "mean", "ci_low", "ci_high", "paper"])
+    rows = paired_by_seed(first, second, setting)
+    for row in rows:
+        paper_first, paper_second = (
+            (paper_accuracy(*minuend, row[setting]), paper_accuracy(*subtrahend, row[setting]))
+            if value == "accuracy" and beside_paper
+            else (None, None)  # the paper reports fine-tuning only, and on its own label space
+        )
+        row["paper"] = math.nan if paper_first is None or paper_second is None else paper_first - paper_second
+    return pd.DataFrame(rows)
+
+
+def paired_by_seed(first: pd.Series, second: pd.Series, setting: str) -> list[dict]:
+    """Per level of ``setting`` in either series (both indexed by (setting, seed)): first − second over the seeds
+    both ran, its mean and paired t-interval (NaN with fewer than 2 pairs) and the number of pairs."""
     differences = (first - second).dropna()  # index alignment pairs by (setting, seed)
     rows = []
     for level in sorted(set(first.index.get_level_values(0)) | set(second.index.get_level_values(0))):
         values = differences[differences.index.get_level_values(0) == level].to_numpy()
         enough = len(values) >= 2
         low, high = paired_mean_ci(values) if enough else (math.nan, math.nan)
-        paper_first, paper_second = (
-            (paper_accuracy(*minuend, level), paper_accuracy(*subtrahend, level))
-            if value == "accuracy" and beside_paper
-            else (None, None)  # the paper reports fine-tuning only, and on its own label space
-        )
         rows.append(
             {
                 setting: level,
@@ -153,10 +193,9 @@ def paired_differences(
                 "mean": values.mean() if enough else math.nan,
                 "ci_low": low,
                 "ci_high": high,
-                "paper": math.nan if paper_first is None or paper_second is None else paper_first - paper_second,
             }
         )
-    return pd.DataFrame(rows)
+    return rows
 
 
 RANDOM_INIT = "scratch"  # the baseline every other row of its encoder family is paired against

@@ -7,7 +7,6 @@ except the paper's published values (``paper.py``).
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import pandas as pd
 
@@ -23,7 +22,7 @@ from benchmark.report.formatting import (
     to_markdown,
     with_paper,
 )
-from benchmark.report.sections import MASK_SOURCE_ORDER, MISSING
+from benchmark.report.sections import MISSING, ordered_sources
 from benchmark.report.statistics import MEASURES, table2_runs
 
 
@@ -71,12 +70,6 @@ def mask_source_markdown(stats: pd.DataFrame) -> str:
     grid.columns = [fraction_label(f) for f in grid.columns]
     grid = grid.droplevel("row_order").rename_axis(["Method", "Mask source"]).reset_index()
     return to_markdown(grid)
-
-
-def ordered_sources(sources: Iterable[str]) -> list[str]:
-    present = set(sources)
-    known = [source for source in MASK_SOURCE_ORDER if source in present]
-    return known + sorted(present - set(known))
 
 
 SETTING_LABELS = {"fraction": ("Fraction", fraction_label), "mask_ratio": ("Mask ratio", mask_ratio_label)}
@@ -199,6 +192,16 @@ def mask_quality_markdown(files: list[dict]) -> str:
 def versus_random_init_markdown(differences: pd.DataFrame) -> str:
     """One row per (method, measure), one column per fraction: mean difference [95 % CI] (pairs); **bold**
     where the interval excludes 0."""
+    return _paired_grid(differences, "measure", "Measure")
+
+
+def mask_source_differences_markdown(differences: pd.DataFrame) -> str:
+    """One row per (method, pair of mask sources), one column per fraction, as ``versus_random_init_markdown``."""
+    return _paired_grid(differences, "comparison", "Difference")
+
+
+def _paired_grid(differences: pd.DataFrame, label: str, title: str) -> str:
+    """Paired differences per (row, ``label``) and fraction, ``label`` values in their first-seen order."""
 
     def cell(row) -> str:
         if math.isnan(row.ci_low):
@@ -206,14 +209,12 @@ def versus_random_init_markdown(differences: pd.DataFrame) -> str:
         text = f"{signed(row.mean)} [{signed(row.ci_low)}, {signed(row.ci_high)}]"
         return f"{f'**{text}**' if row.ci_low > 0 or row.ci_high < 0 else text} (n={int(row.pairs)})"
 
-    measures = {measure: rank for rank, measure in enumerate(differences["measure"].drop_duplicates())}
-    cells = differences.assign(
-        cell=[cell(row) for row in differences.itertuples()], measure_order=differences["measure"].map(measures)
-    )
-    grid = cells.pivot(index=["row_order", "row", "measure_order", "measure"], columns="fraction", values="cell").sort_index()
+    labels = {value: rank for rank, value in enumerate(differences[label].drop_duplicates())}
+    cells = differences.assign(cell=[cell(row) for row in differences.itertuples()], label_order=differences[label].map(labels))
+    grid = cells.pivot(index=["row_order", "row", "label_order", label], columns="fraction", values="cell").sort_index()
     grid = grid.reindex(columns=sorted(grid.columns)).fillna(MISSING)
     grid.columns = [fraction_label(f) for f in grid.columns]
-    grid = grid.droplevel(["row_order", "measure_order"]).rename_axis(["Method", "Measure"]).reset_index()
+    grid = grid.droplevel(["row_order", "label_order"]).rename_axis(["Method", title]).reset_index()
     return to_markdown(grid)
 
 
